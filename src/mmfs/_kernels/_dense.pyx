@@ -1,0 +1,218 @@
+# cython: freethreading_compatible = True
+"""Dense pairwise distance kernels.
+
+Design
+------
+Inputs arrive C-contiguous and already validated by mmfs.distance (the public layer checks,
+kernels only compute).  Two routes produce a distance matrix:
+
+* direct: every pair is computed from its two rows by the loops in mmfs_dense.h.  The
+  output is cut into tiles of TILE_A x TILE_B pairs so the B rows of a tile stay in L1/L2
+  while every A row of the tile streams past them; tiles are spread over OpenMP threads.
+
+* GEMM: for euclidean, squared euclidean and cosine the caller computes G = A @ B.T with
+  BLAS into `out`, and the fix-up kernels here turn G into distances in place:
+      d^2 = |a|^2 + |b|^2 - 2 g        cos = 1 - g / (|a| |b|)
+  Both suffer cancellation when a and b are close.  A pair whose GEMM value is below
+  tau * (|a|^2 + |b|^2) (resp. whose cosine distance is below tau) is recomputed exactly
+  by the direct loop from the original rows, so identical rows give exactly 0, near
+  duplicates never go negative and close pairs keep their relative precision.
+
+Every function releases the GIL; nothing here raises on user input.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport sqrt, fabs, isinf
+
+ctypedef fused real_t:
+    float
+    double
+
+cdef extern from "mmfs_dense.h" nogil:
+    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_CITYBLOCK, MMFS_CHEBYSHEV
+    int MMFS_MINKOWSKI, MMFS_COSINE, MMFS_INNER, MMFS_HAMMING, MMFS_JACCARD
+    void mmfs_block_f32(int metric, const float *A, Py_ssize_t lda, Py_ssize_t ma,
+                        const float *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
+                        double p, const double *inva, const double *invb,
+                        float *out, Py_ssize_t ldo)
+    void mmfs_block_f64(int metric, const double *A, Py_ssize_t lda, Py_ssize_t ma,
+                        const double *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
+                        double p, const double *inva, const double *invb,
+                        double *out, Py_ssize_t ldo)
+    double mmfs_euclidean_f32(const float *a, const float *b, Py_ssize_t K)
+    double mmfs_euclidean_f64(const double *a, const double *b, Py_ssize_t K)
+    double mmfs_cosine_f32(const float *a, const float *b, Py_ssize_t K, double ia, double ib)
+    double mmfs_cosine_f64(const double *a, const double *b, Py_ssize_t K, double ia,
+                           double ib)
+    double mmfs_scaled_norm_f32(const float *a, const float *b, Py_ssize_t K, double p)
+    double mmfs_scaled_norm_f64(const double *a, const double *b, Py_ssize_t K, double p)
+    double mmfs_stream_sum_f32(const float *x, Py_ssize_t n)
+
+METRIC_CODES = {
+    "sqeuclidean": MMFS_SQEUCLIDEAN,
+    "euclidean": MMFS_EUCLIDEAN,
+    "cityblock": MMFS_CITYBLOCK,
+    "chebyshev": MMFS_CHEBYSHEV,
+    "minkowski": MMFS_MINKOWSKI,
+    "cosine": MMFS_COSINE,
+    "inner_product": MMFS_INNER,
+    "hamming": MMFS_HAMMING,
+    "jaccard": MMFS_JACCARD,
+}
+
+
+cdef inline void _block(int metric, const real_t *A, Py_ssize_t lda, Py_ssize_t ma,
+                        const real_t *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
+                        double p, const double *inva, const double *invb,
+                        real_t *out, Py_ssize_t ldo) noexcept nogil:
+    if real_t is float:
+        mmfs_block_f32(metric, A, lda, ma, B, ldb, mb, K, p, inva, invb, out, ldo)
+    else:
+        mmfs_block_f64(metric, A, lda, ma, B, ldb, mb, K, p, inva, invb, out, ldo)
+
+
+cdef inline double _euclidean(const real_t *a, const real_t *b, Py_ssize_t K) noexcept nogil:
+    if real_t is float:
+        return mmfs_euclidean_f32(a, b, K)
+    else:
+        return mmfs_euclidean_f64(a, b, K)
+
+
+cdef inline double _cosine(const real_t *a, const real_t *b, Py_ssize_t K,
+                           double ia, double ib) noexcept nogil:
+    if real_t is float:
+        return mmfs_cosine_f32(a, b, K, ia, ib)
+    else:
+        return mmfs_cosine_f64(a, b, K, ia, ib)
+
+
+def tile_shape(Py_ssize_t K, Py_ssize_t itemsize):
+    """(rows of A, rows of B) per tile: a B tile of about 64 KiB stays in L2."""
+    cdef Py_ssize_t tb = max(8, min(256, 65536 // max(1, K * itemsize)))
+    return 16, tb
+
+
+def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
+                    real_t[:, ::1] out, double p, const double[::1] inva,
+                    const double[::1] invb, int n_threads):
+    """out[i, j] = metric(A[i], B[j]) by the direct loops, tiled and parallel."""
+    cdef Py_ssize_t ma = A.shape[0], mb = B.shape[0], K = A.shape[1]
+    cdef Py_ssize_t ta, tb, na_t, nb_t, t, ti, tj, i0, j0, ra, rb
+    cdef const double *pia = NULL
+    cdef const double *pib = NULL
+    if ma == 0 or mb == 0:
+        return
+    ta, tb = tile_shape(K, sizeof(real_t))
+    na_t = (ma + ta - 1) // ta
+    nb_t = (mb + tb - 1) // tb
+    if inva.shape[0] > 0:
+        pia = &inva[0]
+        pib = &invb[0]
+    cdef const real_t *pa = &A[0, 0]
+    cdef const real_t *pb = &B[0, 0]
+    cdef real_t *po = &out[0, 0]
+    cdef Py_ssize_t ldo = out.shape[1]
+    # Walk tiles B-major so consecutive tiles of one thread reuse the same B rows.
+    for t in prange(na_t * nb_t, nogil=True, schedule="static", num_threads=n_threads):
+        tj = t // na_t
+        ti = t - tj * na_t
+        i0 = ti * ta
+        j0 = tj * tb
+        ra = min(ta, ma - i0)
+        rb = min(tb, mb - j0)
+        _block(metric, pa + i0 * K, K, ra, pb + j0 * K, K, rb, K, p,
+               (pia + i0) if pia != NULL else NULL,
+               (pib + j0) if pib != NULL else NULL,
+               po + i0 * ldo + j0, ldo)
+
+
+def row_sq_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):
+    """out[i] = |X[i]|^2 in double precision (exact range: scaled where it must be)."""
+    cdef Py_ssize_t n = X.shape[0], K = X.shape[1], i, j
+    cdef double s, v
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        s = 0.0
+        for j in range(K):
+            v = X[i, j]
+            s = s + v * v
+        out[i] = s
+
+
+def inv_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):
+    """out[i] = 1 / |X[i]| (0 for a zero row), computed without overflow."""
+    cdef Py_ssize_t n = X.shape[0], K = X.shape[1], i, j
+    cdef double m, s, v
+    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+        m = 0.0
+        for j in range(K):
+            v = fabs(X[i, j])
+            if v > m:
+                m = v
+        if m == 0.0 or isinf(m) or m != m:
+            out[i] = 0.0 if m == 0.0 else 0.0 * m
+            continue
+        s = 0.0
+        for j in range(K):
+            v = X[i, j] / m
+            s = s + v * v
+        out[i] = 1.0 / (m * sqrt(s))
+
+
+def fix_euclidean(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1] B,
+                  const double[::1] na, const double[::1] nb, double tau, bint squared,
+                  int n_threads):
+    """Turn G = A @ B.T (in place) into (squared) euclidean distances.
+
+    Pairs with |a|^2 + |b|^2 - 2g < tau * (|a|^2 + |b|^2) are recomputed exactly.
+    Returns the number of recomputed pairs (a diagnostic for tests and benchmarks).
+    """
+    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i, j
+    cdef double d2, s, d
+    cdef Py_ssize_t refined = 0
+    if ma == 0 or mb == 0:
+        return 0
+    cdef const real_t *pa = &A[0, 0]
+    cdef const real_t *pb = &B[0, 0]
+    for i in prange(ma, nogil=True, schedule="static", num_threads=n_threads):
+        for j in range(mb):
+            s = na[i] + nb[j]
+            d2 = s - 2.0 * G[i, j]
+            if d2 < tau * s or not (d2 == d2) or isinf(s):
+                d = _euclidean(pa + i * K, pb + j * K, K)
+                refined += 1
+                G[i, j] = <real_t>(d * d if squared else d)
+            elif squared:
+                G[i, j] = <real_t>d2
+            else:
+                G[i, j] = <real_t>sqrt(d2)
+    return refined
+
+
+def fix_cosine(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1] B,
+               const double[::1] inva, const double[::1] invb, double tau, int n_threads):
+    """Turn G = A @ B.T (in place) into cosine distances; close pairs recomputed exactly."""
+    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i, j
+    cdef double c
+    cdef Py_ssize_t refined = 0
+    if ma == 0 or mb == 0:
+        return 0
+    cdef const real_t *pa = &A[0, 0]
+    cdef const real_t *pb = &B[0, 0]
+    for i in prange(ma, nogil=True, schedule="static", num_threads=n_threads):
+        for j in range(mb):
+            c = 1.0 - G[i, j] * inva[i] * invb[j]
+            if c < tau or not (c == c) or inva[i] == 0.0 or invb[j] == 0.0:
+                c = _cosine(pa + i * K, pb + j * K, K, inva[i], invb[j])
+                refined += 1
+            elif c > 2.0:
+                c = 2.0
+            G[i, j] = <real_t>c
+    return refined
+
+
+def stream_sum(const float[::1] x):
+    """Sum of a float32 array by a plain C loop: the memory-bandwidth floor."""
+    cdef double s
+    with nogil:
+        s = mmfs_stream_sum_f32(&x[0], x.shape[0])
+    return s

@@ -1,0 +1,265 @@
+# cython: freethreading_compatible = True
+"""Exact k-nearest-neighbour selection.
+
+Design
+------
+Each query owns a bounded max-heap of (distance, index) pairs in caller-owned arrays
+heap_d[q, :k], heap_i[q, :k], heap_n[q] (entries used).  The heaps persist across calls, so
+the caller can feed the data in blocks of any size: memory stays bounded for any number of
+rows and the answer does not depend on the block size.
+
+Order.  Pairs are ordered by distance, then by index; NaN distances sort after every
+number.  That is a total order, so the k smallest pairs are unique: the result does not
+depend on how rows were split between threads or blocks.  Every distance that enters a
+heap is computed by the direct loops of mmfs_dense.h and rounded to the input precision,
+so all routes give bit-identical answers.
+
+Two routes:
+* knn_direct: distances of a (queries x data-rows) tile are computed directly.  With many
+  queries, threads split the queries (each heap has one owner).  With few queries (the
+  online case: one query against a million rows), threads split the rows, each fills
+  private heaps, and the private heaps are merged at the end in thread order.
+* knn_gemm: the caller computes G = Q @ D.T by BLAS.  G gives an approximate distance and
+  a rigorous error bound (gamma_K = K*u/(1-K*u) on a dot product, Higham 3.1); a row whose
+  lower bound cannot beat the current k-th distance is skipped, the others are recomputed
+  exactly and pushed.  Skipping is therefore never wrong, only the cost depends on G.
+"""
+
+from cython.parallel cimport prange, threadid
+from libc.math cimport sqrt
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+
+ctypedef fused real_t:
+    float
+    double
+
+cdef extern from "mmfs_dense.h" nogil:
+    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_COSINE, MMFS_INNER
+    void mmfs_block_f32(int metric, const float *A, Py_ssize_t lda, Py_ssize_t ma,
+                        const float *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
+                        double p, const double *inva, const double *invb,
+                        float *out, Py_ssize_t ldo)
+    void mmfs_block_f64(int metric, const double *A, Py_ssize_t lda, Py_ssize_t ma,
+                        const double *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
+                        double p, const double *inva, const double *invb,
+                        double *out, Py_ssize_t ldo)
+    double mmfs_pair_f32(int metric, const float *a, const float *b, Py_ssize_t K,
+                         double p, double ia, double ib)
+    double mmfs_pair_f64(int metric, const double *a, const double *b, Py_ssize_t K,
+                         double p, double ia, double ib)
+
+DEF ROWS = 128   # data rows per tile
+DEF QROWS = 8    # queries per tile
+
+
+cdef inline bint key_lt(double d1, int64_t i1, double d2, int64_t i2) noexcept nogil:
+    """(d1, i1) < (d2, i2): by distance, NaN last, then by index."""
+    if d1 != d1:
+        return d2 != d2 and i1 < i2
+    if d2 != d2:
+        return True
+    return d1 < d2 or (d1 == d2 and i1 < i2)
+
+
+cdef inline void heap_push(double *hd, int64_t *hi, int64_t *hn, Py_ssize_t k,
+                           double d, int64_t idx) noexcept nogil:
+    """Offer (d, idx) to a max-heap of capacity k."""
+    cdef Py_ssize_t pos, child, parent, n = hn[0]
+    if n < k:
+        pos = n
+        hn[0] = n + 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if key_lt(hd[parent], hi[parent], d, idx):
+                hd[pos] = hd[parent]
+                hi[pos] = hi[parent]
+                pos = parent
+            else:
+                break
+        hd[pos] = d
+        hi[pos] = idx
+        return
+    if not key_lt(d, idx, hd[0], hi[0]):
+        return
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and key_lt(hd[child], hi[child], hd[child + 1], hi[child + 1]):
+            child += 1
+        if key_lt(d, idx, hd[child], hi[child]):
+            hd[pos] = hd[child]
+            hi[pos] = hi[child]
+            pos = child
+        else:
+            break
+    hd[pos] = d
+    hi[pos] = idx
+
+
+cdef inline bint heap_rejects(const double *hd, const int64_t *hi, int64_t n, Py_ssize_t k,
+                              double lower) noexcept nogil:
+    """True when a full heap's worst entry is strictly better than `lower`."""
+    return n == k and hd[0] == hd[0] and lower > hd[0]
+
+
+cdef inline void _block(int metric, const real_t *A, Py_ssize_t ma, const real_t *B,
+                        Py_ssize_t mb, Py_ssize_t K, double p, const double *inva,
+                        const double *invb, real_t *out, Py_ssize_t ldo) noexcept nogil:
+    if real_t is float:
+        mmfs_block_f32(metric, A, K, ma, B, K, mb, K, p, inva, invb, out, ldo)
+    else:
+        mmfs_block_f64(metric, A, K, ma, B, K, mb, K, p, inva, invb, out, ldo)
+
+
+cdef inline double _pair(int metric, const real_t *a, const real_t *b, Py_ssize_t K,
+                         double p, double ia, double ib) noexcept nogil:
+    if real_t is float:
+        return <float>mmfs_pair_f32(metric, a, b, K, p, ia, ib)
+    else:
+        return mmfs_pair_f64(metric, a, b, K, p, ia, ib)
+
+
+cdef void _scan(int metric, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
+                const real_t *D, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, double p,
+                const double *invq, const double *invd, int64_t offset,
+                double *hd, int64_t *hi, int64_t *hn, Py_ssize_t k,
+                real_t *buf) noexcept nogil:
+    """Push dist(Q[q], D[r]) for q in [q0, q1), r in [r0, r1) into heaps q0.. (tiled)."""
+    cdef Py_ssize_t qa, ra, nq, nr, a, b
+    cdef double d
+    cdef const double *iq
+    cdef const double *idd
+    for ra in range(r0, r1, ROWS):
+        nr = min(ROWS, r1 - ra)
+        for qa in range(q0, q1, QROWS):
+            nq = min(QROWS, q1 - qa)
+            iq = (invq + qa) if invq != NULL else NULL
+            idd = (invd + ra) if invd != NULL else NULL
+            _block(metric, Q + qa * K, nq, D + ra * K, nr, K, p, iq, idd, buf, ROWS)
+            for a in range(nq):
+                for b in range(nr):
+                    d = buf[a * ROWS + b]
+                    if hn[qa + a] < k or key_lt(d, offset + ra + b, hd[(qa + a) * k],
+                                               hi[(qa + a) * k]):
+                        heap_push(hd + (qa + a) * k, hi + (qa + a) * k, hn + qa + a, k,
+                                  d, offset + ra + b)
+
+
+def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, double p,
+               const double[::1] invq, const double[::1] invd, int64_t offset,
+               double[:, ::1] heap_d, int64_t[:, ::1] heap_i, int64_t[::1] heap_n,
+               int n_threads):
+    """Offer every (query, row of D) pair to the query heaps; rows are numbered from offset."""
+    cdef Py_ssize_t m = Q.shape[0], n = D.shape[0], K = Q.shape[1], k = heap_d.shape[1]
+    cdef Py_ssize_t t, nt, chunk, r0, r1, q, j, c, tid
+    cdef const double *pq = NULL
+    cdef const double *pd = NULL
+    cdef real_t *bufs
+    cdef double *thd
+    cdef int64_t *thi
+    cdef int64_t *thn
+    if m == 0 or n == 0 or k == 0:
+        return
+    if invq.shape[0] > 0:
+        pq = &invq[0]
+        pd = &invd[0]
+    nt = max(1, n_threads)
+    bufs = <real_t *> malloc(nt * QROWS * ROWS * sizeof(real_t))
+    if bufs == NULL:
+        raise MemoryError("knn_direct scratch")
+    cdef const real_t *pQ = &Q[0, 0]
+    cdef const real_t *pD = &D[0, 0]
+    cdef Py_ssize_t nqb = (m + QROWS - 1) // QROWS
+    try:
+        if nqb >= 2 * nt or nt == 1 or n < 4 * ROWS:
+            # Many queries: each block of queries, and so each heap, has one owner.
+            for t in prange(nqb, nogil=True, schedule="dynamic", num_threads=nt):
+                tid = threadid()
+                _scan(metric, pQ, t * QROWS, min(m, (t + 1) * QROWS), pD, 0, n, K, p,
+                      pq, pd, offset, &heap_d[0, 0], &heap_i[0, 0], &heap_n[0], k,
+                      bufs + tid * QROWS * ROWS)
+            return
+        # Few queries: split the rows; private heaps per thread, merged in thread order.
+        thd = <double *> malloc(nt * m * k * sizeof(double))
+        thi = <int64_t *> malloc(nt * m * k * sizeof(int64_t))
+        thn = <int64_t *> malloc(nt * m * sizeof(int64_t))
+        if thd == NULL or thi == NULL or thn == NULL:
+            free(thd)
+            free(thi)
+            free(thn)
+            raise MemoryError("knn_direct thread heaps")
+        try:
+            for j in range(nt * m):
+                thn[j] = 0
+            chunk = (n + nt - 1) // nt
+            for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+                r0 = t * chunk
+                r1 = min(n, r0 + chunk)
+                if r0 < r1:
+                    _scan(metric, pQ, 0, m, pD, r0, r1, K, p, pq, pd, offset,
+                          thd + t * m * k, thi + t * m * k, thn + t * m, k,
+                          bufs + t * QROWS * ROWS)
+            with nogil:
+                for t in range(nt):
+                    for q in range(m):
+                        for c in range(thn[t * m + q]):
+                            heap_push(&heap_d[q, 0], &heap_i[q, 0], &heap_n[q], k,
+                                      thd[(t * m + q) * k + c], thi[(t * m + q) * k + c])
+        finally:
+            free(thd)
+            free(thi)
+            free(thn)
+    finally:
+        free(bufs)
+
+
+def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
+             const real_t[:, ::1] D, const double[::1] qn, const double[::1] dn,
+             double gamma, int64_t offset, double[:, ::1] heap_d, int64_t[:, ::1] heap_i,
+             int64_t[::1] heap_n, int n_threads):
+    """Offer rows of D to the query heaps, filtering with G = Q @ D.T.
+
+    qn/dn: squared norms (euclidean, sqeuclidean, inner_product) or inverse norms
+    (cosine).  gamma bounds the relative error of one entry of G.
+    """
+    cdef Py_ssize_t m = Q.shape[0], n = D.shape[0], K = Q.shape[1], k = heap_d.shape[1]
+    cdef Py_ssize_t q, j
+    cdef double g, approx, margin, lower, d, top, s
+    cdef double *hd
+    cdef int64_t *hi
+    cdef int64_t *hn
+    if m == 0 or n == 0 or k == 0:
+        return
+    cdef const real_t *pQ = &Q[0, 0]
+    cdef const real_t *pD = &D[0, 0]
+    for q in prange(m, nogil=True, schedule="dynamic", num_threads=max(1, n_threads)):
+        hd = &heap_d[q, 0]
+        hi = &heap_i[q, 0]
+        hn = &heap_n[q]
+        for j in range(n):
+            g = G[q, j]
+            if hn[0] == k and hd[0] == hd[0]:
+                if metric == MMFS_COSINE:
+                    approx = 1.0 - g * qn[q] * dn[j]
+                    margin = gamma
+                    lower = approx - margin
+                elif metric == MMFS_INNER:
+                    approx = -g
+                    margin = gamma * sqrt(qn[q] * dn[j])
+                    lower = approx - margin
+                else:
+                    s = qn[q] + dn[j]
+                    approx = s - 2.0 * g
+                    lower = approx - gamma * s
+                    if metric == MMFS_EUCLIDEAN:
+                        lower = sqrt(lower) if lower > 0 else 0.0
+                top = hd[0]
+                if lower == lower and lower > top:
+                    continue
+            d = _pair(metric, pQ + q * K, pD + j * K, K, 0.0,
+                      qn[q] if metric == MMFS_COSINE else 0.0,
+                      dn[j] if metric == MMFS_COSINE else 0.0)
+            heap_push(hd, hi, hn, k, d, offset + j)

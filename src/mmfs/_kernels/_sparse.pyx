@@ -1,0 +1,2 @@
+# cython: freethreading_compatible = True
+"""Sparse CSR kernels (placeholder until the sparse kernels land)."""

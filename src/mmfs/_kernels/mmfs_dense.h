@@ -1,0 +1,266 @@
+/*
+ * mmfs_dense.h -- the innermost loops of the dense distance kernels.
+ *
+ * Design
+ * ------
+ * Every function here takes raw pointers and lengths, never touches Python objects, never
+ * allocates and never fails: the Cython layer (_dense.pyx) has already checked shapes and
+ * dtypes and owns the parallel loops.  Rows are contiguous (stride 1 inside a row); a
+ * block of rows is addressed as ptr + i * ld.
+ *
+ * Two precisions are generated from one template: f32 (float rows) and f64 (double rows).
+ *
+ * Speed.  The fast path of every metric keeps LANES independent partial sums, a loop shape
+ * that GCC and clang vectorise without -ffast-math (the lanes are independent, so nothing
+ * is re-associated behind our back; the final lane sum has a fixed order, so a result never
+ * depends on the thread that computed it).  Each block function is compiled twice on x86
+ * (target_clones: Haswell = AVX2+FMA, and the baseline) and the loader picks the clone once
+ * at start-up, so a wheel runs on any x86-64 CPU and still uses AVX2 where it exists.
+ * Within one machine results are bit-identical whatever the thread count.
+ *
+ * Exactness.  The fast path accumulates in the input precision.  Where that could lose
+ * the answer -- squares that overflow (|x| ~ 1e30 in float32) or underflow (|x| ~ 1e-30),
+ * NaN present -- the result falls outside a safe range and the pair is recomputed by a
+ * scaled double-precision path (LAPACK nrm2 style: divide by the largest |a_i - b_i|), so
+ * any distance that fits the output type is returned to full precision.
+ *
+ * NaN in, NaN out, for every metric: max-based metrics carry a side sum that turns NaN
+ * when any |a_i - b_i| is NaN, counting metrics check for NaN explicitly.
+ *
+ * Cosine distance is computed as 0.5 * sum_i (a_i/|a| - b_i/|b|)^2 in double.  That equals
+ * 1 - cos(a, b) exactly in real arithmetic and, unlike 1 - dot/(|a||b|), keeps full
+ * relative precision for nearly parallel vectors.  A zero vector has distance 1.0 to every
+ * vector, itself included (scikit-learn's cosine_distances off its diagonal).
+ */
+#ifndef MMFS_DENSE_H
+#define MMFS_DENSE_H
+
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MMFS_NO_CLONES)
+#define MMFS_DISPATCH __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define MMFS_DISPATCH
+#endif
+
+#define MMFS_LANES 16
+
+enum {
+    MMFS_SQEUCLIDEAN = 0,
+    MMFS_EUCLIDEAN = 1,
+    MMFS_CITYBLOCK = 2,
+    MMFS_CHEBYSHEV = 3,
+    MMFS_MINKOWSKI = 4,
+    MMFS_COSINE = 5,
+    MMFS_INNER = 6, /* negative dot product: smaller is closer */
+    MMFS_HAMMING = 7,
+    MMFS_JACCARD = 8
+};
+
+/* |a-b|_p computed without overflow or underflow: m * (sum (|d|/m)^p)^(1/p). */
+#define MMFS_SCALED(T, SFX)                                                                  \
+    static inline double mmfs_scaled_norm_##SFX(const T *a, const T *b, Py_ssize_t K,       \
+                                                double p) {                                  \
+        double m = 0.0, s = 0.0;                                                             \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            double d = fabs((double)a[i] - (double)b[i]);                                    \
+            if (d != d) return NAN;                                                          \
+            if (d > m) m = d;                                                                \
+        }                                                                                    \
+        if (m == 0.0 || isinf(m)) return m;                                                  \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            double d = fabs((double)a[i] - (double)b[i]) / m;                                \
+            s += (p == 2.0) ? d * d : pow(d, p);                                             \
+        }                                                                                    \
+        return m * ((p == 2.0) ? sqrt(s) : pow(s, 1.0 / p));                                 \
+    }
+
+MMFS_SCALED(float, f32)
+MMFS_SCALED(double, f64)
+
+/* Lane-parallel reduction skeleton: BODY updates acc[j] from element index i + j. */
+#define MMFS_LANE_LOOP(ACC_T, acc, K, BODY_J, TAIL)                                         \
+    ACC_T acc[MMFS_LANES];                                                                   \
+    for (int j = 0; j < MMFS_LANES; j++) acc[j] = 0;                                        \
+    Py_ssize_t i = 0;                                                                        \
+    for (; i + MMFS_LANES <= (K); i += MMFS_LANES) {                                         \
+        for (int j = 0; j < MMFS_LANES; j++) { BODY_J }                                     \
+    }                                                                                        \
+    for (; i < (K); i++) { TAIL }
+
+#define MMFS_PAIRS(T, SFX, LO)                                                               \
+    static inline double mmfs_sqeuclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {     \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,              \
+                       T d = a[i] - b[i]; acc[0] += d * d;)                                  \
+        T s = 0;                                                                             \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        if (s >= (T)(LO) && s <= (T)INFINITY && !isinf(s)) return (double)s;               \
+        double n = mmfs_scaled_norm_##SFX(a, b, K, 2.0);                                     \
+        return n * n;                                                                        \
+    }                                                                                        \
+    static inline double mmfs_euclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,              \
+                       T d = a[i] - b[i]; acc[0] += d * d;)                                  \
+        T s = 0;                                                                             \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        if (s >= (T)(LO) && !isinf(s)) return sqrt((double)s);                              \
+        return mmfs_scaled_norm_##SFX(a, b, K, 2.0);                                         \
+    }                                                                                        \
+    static inline double mmfs_cityblock_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
+        /* All terms are >= 0, so a finite sum never overflowed on the way. */               \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += fabs(d);,            \
+                       T d = a[i] - b[i]; acc[0] += fabs(d);)                                \
+        T s = 0;                                                                             \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        return (double)s;                                                                    \
+    }                                                                                        \
+    static inline double mmfs_chebyshev_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
+        /* The side sum is NaN exactly when some |a_i - b_i| is NaN (max drops NaN). */      \
+        T nan_probe[MMFS_LANES];                                                             \
+        for (int j = 0; j < MMFS_LANES; j++) nan_probe[j] = 0;                               \
+        MMFS_LANE_LOOP(T, acc, K,                                                            \
+                       T d = fabs(a[i + j] - b[i + j]); nan_probe[j] += d;                  \
+                       acc[j] = acc[j] > d ? acc[j] : d;,                                    \
+                       T d = fabs(a[i] - b[i]); nan_probe[0] += d;                           \
+                       acc[0] = acc[0] > d ? acc[0] : d;)                                    \
+        T m = 0, probe = 0;                                                                  \
+        for (int j = 0; j < MMFS_LANES; j++) {                                               \
+            m = m > acc[j] ? m : acc[j];                                                     \
+            probe += nan_probe[j];                                                           \
+        }                                                                                    \
+        return probe != probe ? NAN : (double)m;                                             \
+    }                                                                                        \
+    static inline double mmfs_minkowski_##SFX(const T *a, const T *b, Py_ssize_t K,         \
+                                              double p) {                                    \
+        T s = 0;                                                                             \
+        double pi = floor(p);                                                                \
+        if (pi == p && p <= 8.0) {                                                           \
+            int ip = (int)p;                                                                 \
+            MMFS_LANE_LOOP(T, acc, K,                                                        \
+                           T d = fabs(a[i + j] - b[i + j]); T t = d;                        \
+                           for (int e = 1; e < ip; e++) t *= d; acc[j] += t;,               \
+                           T d = fabs(a[i] - b[i]); T t = d;                                 \
+                           for (int e = 1; e < ip; e++) t *= d; acc[0] += t;)               \
+            for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
+        } else {                                                                             \
+            T tp = (T)p;                                                                     \
+            for (Py_ssize_t i = 0; i < K; i++) s += pow(fabs(a[i] - b[i]), tp);             \
+        }                                                                                    \
+        if (s >= (T)(LO) && !isinf(s)) return pow((double)s, 1.0 / p);                      \
+        return mmfs_scaled_norm_##SFX(a, b, K, p);                                           \
+    }                                                                                        \
+    static inline double mmfs_dot_##SFX(const T *a, const T *b, Py_ssize_t K) {             \
+        MMFS_LANE_LOOP(T, acc, K, acc[j] += a[i + j] * b[i + j];, acc[0] += a[i] * b[i];)   \
+        T s = 0;                                                                             \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        return (double)s;                                                                    \
+    }                                                                                        \
+    /* ia, ib: 1/|a| and 1/|b| (0 for a zero vector). */                                     \
+    static inline double mmfs_cosine_##SFX(const T *a, const T *b, Py_ssize_t K, double ia, \
+                                           double ib) {                                      \
+        if (ia == 0.0 || ib == 0.0) {                                                        \
+            for (Py_ssize_t i = 0; i < K; i++)                                               \
+                if (a[i] != a[i] || b[i] != b[i]) return NAN;                                \
+            return 1.0;                                                                      \
+        }                                                                                    \
+        MMFS_LANE_LOOP(double, acc, K,                                                       \
+                       double d = (double)a[i + j] * ia - (double)b[i + j] * ib;            \
+                       acc[j] += d * d;,                                                     \
+                       double d = (double)a[i] * ia - (double)b[i] * ib; acc[0] += d * d;)  \
+        double s = 0;                                                                        \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        s *= 0.5;                                                                            \
+        return s > 2.0 ? 2.0 : s;                                                            \
+    }                                                                                        \
+    static inline double mmfs_hamming_##SFX(const T *a, const T *b, Py_ssize_t K) {         \
+        MMFS_LANE_LOOP(Py_ssize_t, acc, K,                                                   \
+                       acc[j] += (a[i + j] != b[i + j]);                                     \
+                       if (a[i + j] != a[i + j] || b[i + j] != b[i + j]) return NAN;,       \
+                       acc[0] += (a[i] != b[i]);                                             \
+                       if (a[i] != a[i] || b[i] != b[i]) return NAN;)                        \
+        Py_ssize_t s = 0;                                                                    \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        return K ? (double)s / (double)K : 0.0;                                              \
+    }                                                                                        \
+    static inline double mmfs_jaccard_##SFX(const T *a, const T *b, Py_ssize_t K) {         \
+        Py_ssize_t nz = 0, ne = 0;                                                           \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            T x = a[i], y = b[i];                                                            \
+            if (x != x || y != y) return NAN;                                                \
+            int any = (x != 0) | (y != 0);                                                  \
+            nz += any;                                                                       \
+            ne += any & (x != y);                                                            \
+        }                                                                                    \
+        return nz ? (double)ne / (double)nz : 0.0;                                           \
+    }                                                                                        \
+    static inline double mmfs_pair_##SFX(int metric, const T *a, const T *b, Py_ssize_t K,  \
+                                         double p, double ia, double ib) {                   \
+        switch (metric) {                                                                    \
+        case MMFS_SQEUCLIDEAN: return mmfs_sqeuclidean_##SFX(a, b, K);                       \
+        case MMFS_EUCLIDEAN: return mmfs_euclidean_##SFX(a, b, K);                           \
+        case MMFS_CITYBLOCK: return mmfs_cityblock_##SFX(a, b, K);                           \
+        case MMFS_CHEBYSHEV: return mmfs_chebyshev_##SFX(a, b, K);                           \
+        case MMFS_MINKOWSKI: return mmfs_minkowski_##SFX(a, b, K, p);                        \
+        case MMFS_COSINE: return mmfs_cosine_##SFX(a, b, K, ia, ib);                         \
+        case MMFS_INNER: return -mmfs_dot_##SFX(a, b, K);                                    \
+        case MMFS_HAMMING: return mmfs_hamming_##SFX(a, b, K);                               \
+        default: return mmfs_jaccard_##SFX(a, b, K);                                         \
+        }                                                                                    \
+    }                                                                                        \
+    /* out[i*ldo + j] = dist(A[i], B[j]) for a ma x mb tile.  The switch sits outside the  */ \
+    /* loops so each metric's inner loop is inlined and vectorised.                       */ \
+    MMFS_DISPATCH static void mmfs_block_##SFX(                                              \
+        int metric, const T *A, Py_ssize_t lda, Py_ssize_t ma, const T *B, Py_ssize_t ldb,  \
+        Py_ssize_t mb, Py_ssize_t K, double p, const double *inva, const double *invb,      \
+        T *out, Py_ssize_t ldo) {                                                            \
+        for (Py_ssize_t r = 0; r < ma; r++) {                                                \
+            const T *a = A + r * lda;                                                        \
+            T *o = out + r * ldo;                                                            \
+            double ia = inva ? inva[r] : 0.0;                                                \
+            switch (metric) {                                                                \
+            case MMFS_SQEUCLIDEAN:                                                           \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_sqeuclidean_##SFX(a, B + c * ldb, K);                     \
+                break;                                                                       \
+            case MMFS_EUCLIDEAN:                                                             \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_euclidean_##SFX(a, B + c * ldb, K);                       \
+                break;                                                                       \
+            case MMFS_CITYBLOCK:                                                             \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_cityblock_##SFX(a, B + c * ldb, K);                       \
+                break;                                                                       \
+            case MMFS_CHEBYSHEV:                                                             \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_chebyshev_##SFX(a, B + c * ldb, K);                       \
+                break;                                                                       \
+            case MMFS_INNER:                                                                 \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)(-mmfs_dot_##SFX(a, B + c * ldb, K));                          \
+                break;                                                                       \
+            case MMFS_COSINE:                                                                \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_cosine_##SFX(a, B + c * ldb, K, ia, invb[c]);             \
+                break;                                                                       \
+            default:                                                                         \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_pair_##SFX(metric, a, B + c * ldb, K, p, 0.0, 0.0);       \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+/* Below LO a float sum of squares may have lost digits to underflow: recompute. */
+MMFS_PAIRS(float, f32, 7.888609052210118e-31)  /* 2^-100 */
+MMFS_PAIRS(double, f64, 1.0e-270)
+
+/* A C loop that only reads memory: the bandwidth floor the benchmarks compare against. */
+MMFS_DISPATCH static double mmfs_stream_sum_f32(const float *x, Py_ssize_t n) {
+    MMFS_LANE_LOOP(float, acc, n, acc[j] += x[i + j];, acc[0] += x[i];)
+    double s = 0;
+    for (int j = 0; j < MMFS_LANES; j++) s += acc[j];
+    return s;
+}
+
+#endif /* MMFS_DENSE_H */

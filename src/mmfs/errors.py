@@ -1,0 +1,59 @@
+"""The mmfs exception hierarchy.
+
+Every error mmfs raises derives from :class:`MmfsError` and, where one fits, from the
+builtin exception a caller already catches (``except ValueError`` keeps working).  A
+message says what was expected, what arrived and, where it helps, what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptStoreError",
+    "DimensionError",
+    "FormatError",
+    "MemoryBudgetError",
+    "MetricError",
+    "MmfsError",
+    "NotFoundError",
+    "ParameterError",
+    "StoreClosedError",
+]
+
+
+class MmfsError(Exception):
+    """Base class of every error raised by mmfs."""
+
+
+class ParameterError(MmfsError, ValueError):
+    """An argument has the wrong value (k <= 0, a negative radius, an unknown option)."""
+
+
+class DimensionError(ParameterError):
+    """Array shapes do not fit together (wrong ndim, mismatched dimensions)."""
+
+
+class MetricError(ParameterError):
+    """An unknown metric, or a metric parameter (p, V, VI, w) that is missing or invalid."""
+
+
+class NotFoundError(MmfsError, KeyError):
+    """A named thing (group, feature, version, tag, registered metric) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FormatError(MmfsError, ValueError):
+    """A file is not an mmfs file of a format version this build can read."""
+
+
+class CorruptStoreError(FormatError):
+    """A file claims to be an mmfs file but its contents fail their checksum or bounds."""
+
+
+class MemoryBudgetError(MmfsError, MemoryError):
+    """A request would take the process over its memory budget; nothing was allocated."""
+
+
+class StoreClosedError(MmfsError, RuntimeError):
+    """The store was used after close(), or closed while views into it were alive."""
