@@ -43,8 +43,7 @@ def as_array(x: Any, name: str) -> np.ndarray:
         raise ParameterError(f"{name} must be array-like, got {_describe(x)}: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise ParameterError(
-            f"{name} must hold real numbers or booleans, got dtype {arr.dtype} "
-            f"({_describe(x)})"
+            f"{name} must hold real numbers or booleans, got dtype {arr.dtype} ({_describe(x)})"
         )
     return arr
 

@@ -1,8 +1,8 @@
 """The ``mmfs`` command line.
 
-  mmfs demo [--rows N] [--dim D] [--queries Q] [--k K]   the tour, on generated data
-  mmfs info                                              build and thread configuration
-  mmfs --help
+mmfs demo [--rows N] [--dim D] [--queries Q] [--k K]   the tour, on generated data
+mmfs info                                              build and thread configuration
+mmfs --help
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ def _demo(args: argparse.Namespace) -> int:
     centres = rng.standard_normal((max(1, n // 100), dim)).astype(np.float32)
     data = centres[rng.integers(0, len(centres), n)]
     data += 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
-    queries = data[rng.integers(0, n, nq)] + 0.1 * rng.standard_normal((nq, dim)).astype(
-        np.float32
-    )
+    queries = data[rng.integers(0, n, nq)] + 0.1 * rng.standard_normal((nq, dim)).astype(np.float32)
     print(f"  generated {data.nbytes / 2**20:.0f} MiB in {time.perf_counter() - t0:.2f} s")
 
-    (idx1, dist1), t_one = _timed(lambda: mmfs.knn(data, queries[:1], k))
+    _, t_one = _timed(lambda: mmfs.knn(data, queries[:1], k))
     print(f"  one query, k={k}: {t_one * 1e3:.2f} ms ({data.nbytes / t_one / 1e9:.1f} GB/s)")
 
     (idx, dist), t_batch = _timed(lambda: mmfs.knn(data, queries, k))
@@ -63,7 +61,7 @@ def _demo(args: argparse.Namespace) -> int:
     a, b = data[:500], data[: min(n, 20_000)]
     D, t = _timed(lambda: mmfs.cdist(a, b, "euclidean"))
     print(f"  cdist {a.shape[0]} x {b.shape[0]}: {t * 1e3:.1f} ms, dtype {D.dtype}")
-    print("  nearest of query 0:", ", ".join(f"{i}:{d:.3f}" for i, d in zip(idx[0], dist[0])))
+    print("  nearest of query 0:", ", ".join(f"{i}:{d:.3f}" for i, d in zip(idx[0], dist[0], strict=True)))
     return 0 if agree == 1.0 else 1
 
 

@@ -133,9 +133,7 @@ def resolve_metric(metric: Any, kwargs: dict[str, Any]) -> Metric:
     """Check a metric and its keyword parameters; return the canonical form."""
     if callable(metric):
         if kwargs:
-            raise MetricError(
-                f"a custom metric takes no keyword parameters, got {sorted(kwargs)}"
-            )
+            raise MetricError(f"a custom metric takes no keyword parameters, got {sorted(kwargs)}")
         return Metric(getattr(metric, "__name__", "custom"), fn=metric)
     if not isinstance(metric, str):
         raise MetricError(f"metric must be a name or a callable, got {metric!r}")
@@ -210,8 +208,7 @@ def cdist(
     for arr, nm in ((A0, "XA"), (B0, "XB")):
         if arr.ndim != 2:
             raise DimensionError(
-                f"{nm} must be a 2-D array of shape (n_rows, n_features), got shape "
-                f"{arr.shape}"
+                f"{nm} must be a 2-D array of shape (n_rows, n_features), got shape {arr.shape}"
             )
     check_dims(A0, B0, ("XA", "XB"))
     nt = effective_n_threads(n_threads)
@@ -256,9 +253,11 @@ def dense_into(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int
     if m.name in ("seuclidean", "mahalanobis"):
         _quadform(m, A, B, out)
         return
-    if m.name in GEMM_METRICS and gemm_safe(A) and gemm_safe(B):
-        _gemm(m, A, B, out, nt)
-        return
+    if m.name in GEMM_METRICS:
+        na, nb = sq_norms(A, nt), sq_norms(B, nt)
+        if gemm_safe(A, na) and gemm_safe(B, nb):
+            _gemm(m, A, B, na, nb, out, nt)
+            return
     inva = invb = np.empty(0)
     if m.name == "cosine":
         inva, invb = inverse_norms(A, nt), inverse_norms(B, nt)
@@ -287,26 +286,25 @@ def inverse_norms(X: np.ndarray, nt: int) -> np.ndarray:
     return out
 
 
-def gemm_safe(X: np.ndarray, norms: np.ndarray | None = None) -> bool:
-    """False when some row's squared norm could overflow or underflow in the GEMM."""
-    if X.shape[0] == 0:
-        return True
+def gemm_safe(X: np.ndarray, sq: np.ndarray) -> bool:
+    """False when some row's squared norm ``sq`` could overflow or underflow in a GEMM of
+    X's precision (NaN and inf rows are fine: their pairs are recomputed directly)."""
     lo, hi = _SAFE[X.dtype]
-    big = np.max(np.abs(X), axis=1) if norms is None else np.sqrt(norms)
-    finite = big[np.isfinite(big) & (big > 0)]
+    finite = sq[np.isfinite(sq) & (sq > 0)]
     if finite.size == 0:
         return True
-    return bool(finite.min() ** 2 >= lo and finite.max() ** 2 * X.shape[1] <= hi)
+    return bool(finite.min() >= lo and finite.max() * max(1, X.shape[1]) <= hi)
 
 
-def _coherence(X: np.ndarray, norms: np.ndarray) -> float:
-    """|mean of unit rows|^2: 0 for rows in random directions, 1 when all are parallel.
-    Rounding errors of a dot product grow like sqrt(K * coherence) (same-sign terms)."""
-    ok = np.isfinite(norms) & (norms > 0)
-    if not ok.any():
+def _coherence(X: np.ndarray, sq: np.ndarray) -> float:
+    """|mean of unit rows|^2 over a sample of rows: 0 for rows in random directions, 1 when
+    all are parallel.  Rounding errors of a dot product grow like sqrt(K * coherence)."""
+    ok = np.flatnonzero(np.isfinite(sq) & (sq > 0))
+    if ok.size == 0:
         return 0.0
-    unit = X[ok] / np.sqrt(norms[ok])[:, None]
-    mean = unit.mean(axis=0, dtype=np.float64)
+    ok = ok[:: max(1, ok.size // 1024)]
+    unit = X[ok].astype(np.float64) / np.sqrt(sq[ok])[:, None]
+    mean = unit.mean(axis=0)
     return float(min(1.0, mean @ mean))
 
 
@@ -316,39 +314,42 @@ def refine_threshold(dtype: np.dtype, K: int, ca: float, cb: float) -> float:
     return min(1.0, err / (2.0 * _TARGET[dtype]))
 
 
-def _gemm(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int) -> None:
+def _gemm(
+    m: Metric,
+    A: np.ndarray,
+    B: np.ndarray,
+    na: np.ndarray,
+    nb: np.ndarray,
+    out: np.ndarray,
+    nt: int,
+) -> None:
+    """BLAS product, then the fix-up kernel (na, nb: squared row norms of A and B)."""
     K = A.shape[1]
     if m.name == "inner_product":
         np.matmul(A, B.T, out=out)
         np.negative(out, out=out)
         return
     if m.name == "cosine":
+        tau = refine_threshold(A.dtype, K, _coherence(A, na), _coherence(B, nb))
         inva, invb = inverse_norms(A, nt), inverse_norms(B, nt)
-        tau = refine_threshold(
-            A.dtype,
-            K,
-            _coherence(A, 1.0 / np.where(inva > 0, inva, 1.0) ** 2),
-            _coherence(B, 1.0 / np.where(invb > 0, invb, 1.0) ** 2),
-        )
         np.matmul(A, B.T, out=out)
         _dense.fix_cosine(out, A, B, inva, invb, tau, nt)
         return
-    Ac, Bc = _centred(A, B)
-    na, nb = sq_norms(Ac, nt), sq_norms(Bc, nt)
+    Ac, Bc = _centred(A, B, nb)
+    if Bc is not B:
+        na, nb = sq_norms(Ac, nt), sq_norms(Bc, nt)
     tau = refine_threshold(A.dtype, K, _coherence(Ac, na), _coherence(Bc, nb))
     np.matmul(Ac, Bc.T, out=out)
     _dense.fix_euclidean(out, A, B, na, nb, tau, m.name == "sqeuclidean", nt)
 
 
-def _centred(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centred(A: np.ndarray, B: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shift both sides by B's mean when that shrinks the products (same distances)."""
     if B.shape[0] < 2:
         return A, B
     mu = B.mean(axis=0, dtype=np.float64)
-    if not np.all(np.isfinite(mu)):
-        return A, B
-    spread = float(np.mean(np.square(B, dtype=np.float64)) * B.shape[1])
-    if spread == 0 or float(mu @ mu) < spread / 64:
+    spread = float(np.mean(nb))
+    if not np.all(np.isfinite(mu)) or not spread > 0 or float(mu @ mu) < spread / 64:
         return A, B
     shift = mu.astype(A.dtype)
     return A - shift, B - shift

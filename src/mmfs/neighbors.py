@@ -44,6 +44,7 @@ DEFAULT_WORKING_MEMORY = 256 << 20
 # below it the direct loops read each data row once for all queries (memory bound).
 GEMM_MIN_QUERIES = 8
 _NO_INDEX = np.iinfo(np.int64).max
+_GEMM_BLOCK_BYTES = 8 << 20
 
 
 def _as_count(k: Any) -> int:
@@ -132,22 +133,39 @@ def knn(
     return _finish(heap_d, heap_i, ct)
 
 
-def _fast_knn(m: Metric, D: np.ndarray, Q: np.ndarray, ct: np.dtype, step: int,
-              heap_d: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray, nt: int) -> None:
+def _fast_knn(
+    m: Metric,
+    D: np.ndarray,
+    Q: np.ndarray,
+    ct: np.dtype,
+    step: int,
+    heap_d: np.ndarray,
+    heap_i: np.ndarray,
+    heap_n: np.ndarray,
+    nt: int,
+) -> None:
     p = float(m.params.get("p", 2.0))
-    use_gemm = m.name in GEMM_METRICS and Q.shape[0] >= GEMM_MIN_QUERIES and gemm_safe(Q)
-    qn = _side_norms(m, Q, nt)
+    use_gemm = (
+        m.name in GEMM_METRICS and Q.shape[0] >= GEMM_MIN_QUERIES and gemm_safe(Q, sq_norms(Q, nt))
+    )
+    qn = _side_norms(m, Q, nt) if use_gemm or m.name == "cosine" else np.empty(0)
     gamma = 0.0
     if use_gemm:
         K = Q.shape[1]
         u = 2.0**-24 if ct == np.float32 else 2.0**-53
         # Higham's gamma_K bound on a dot product, plus rounding G to the GEMM precision.
         gamma = 2.0 * (K * u / (1.0 - K * u) + u)
+    if use_gemm:
+        # Keep one block of G = Q @ D.T (written by BLAS, read once by the filter) in cache.
+        step = min(step, max(1024, _GEMM_BLOCK_BYTES // (Q.shape[0] * Q.itemsize)))
+        # BLAS brings its own threads; our kernels stay on this one between the products,
+        # or idle OpenMP workers spinning for work would compete with BLAS for the cores.
+        nt = 1
     G = None
     for s in range(0, D.shape[0], step):
         block = np.ascontiguousarray(D[s : s + step], dtype=ct)
-        dn = _side_norms(m, block, nt)
-        if use_gemm and gemm_safe(block):
+        dn = _side_norms(m, block, nt) if use_gemm or m.name == "cosine" else None
+        if use_gemm and dn is not None and gemm_safe(block, _sq(m, block, dn, nt)):
             if G is None or G.shape[1] < block.shape[0]:
                 G = np.empty((Q.shape[0], block.shape[0]), dtype=ct)
             g = G[:, : block.shape[0]]
@@ -157,8 +175,13 @@ def _fast_knn(m: Metric, D: np.ndarray, Q: np.ndarray, ct: np.dtype, step: int,
             _select.knn_gemm(m.code, g, Q, block, qn, dn, gamma, s, heap_d, heap_i, heap_n, nt)
         else:
             inv_q = qn if m.name == "cosine" else np.empty(0)
-            inv_d = dn if m.name == "cosine" else np.empty(0)
+            inv_d = dn if m.name == "cosine" and dn is not None else np.empty(0)
             _select.knn_direct(m.code, Q, block, p, inv_q, inv_d, s, heap_d, heap_i, heap_n, nt)
+
+
+def _sq(m: Metric, X: np.ndarray, norms: np.ndarray, nt: int) -> np.ndarray:
+    """Squared norms of X's rows (recomputed when `norms` holds inverse norms)."""
+    return sq_norms(X, nt) if m.name == "cosine" else norms
 
 
 def _side_norms(m: Metric, X: np.ndarray, nt: int) -> np.ndarray:

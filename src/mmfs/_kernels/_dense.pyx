@@ -47,6 +47,10 @@ cdef extern from "mmfs_dense.h" nogil:
     double mmfs_scaled_norm_f32(const float *a, const float *b, Py_ssize_t K, double p)
     double mmfs_scaled_norm_f64(const double *a, const double *b, Py_ssize_t K, double p)
     double mmfs_stream_sum_f32(const float *x, Py_ssize_t n)
+    void mmfs_sq_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
+    void mmfs_sq_norms_f64(const double *X, Py_ssize_t n, Py_ssize_t K, double *out)
+    void mmfs_inv_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
+    void mmfs_inv_norms_f64(const double *X, Py_ssize_t n, Py_ssize_t K, double *out)
 
 METRIC_CODES = {
     "sqeuclidean": MMFS_SQEUCLIDEAN,
@@ -127,35 +131,35 @@ def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
 
 
 def row_sq_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):
-    """out[i] = |X[i]|^2 in double precision (exact range: scaled where it must be)."""
-    cdef Py_ssize_t n = X.shape[0], K = X.shape[1], i, j
-    cdef double s, v
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
-        s = 0.0
-        for j in range(K):
-            v = X[i, j]
-            s = s + v * v
-        out[i] = s
+    """out[i] = |X[i]|^2, accumulated in double."""
+    _rows_apply(X, out, n_threads, False)
 
 
 def inv_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):
-    """out[i] = 1 / |X[i]| (0 for a zero row), computed without overflow."""
-    cdef Py_ssize_t n = X.shape[0], K = X.shape[1], i, j
-    cdef double m, s, v
-    for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
-        m = 0.0
-        for j in range(K):
-            v = fabs(X[i, j])
-            if v > m:
-                m = v
-        if m == 0.0 or isinf(m) or m != m:
-            out[i] = 0.0 if m == 0.0 else 0.0 * m
-            continue
-        s = 0.0
-        for j in range(K):
-            v = X[i, j] / m
-            s = s + v * v
-        out[i] = 1.0 / (m * sqrt(s))
+    """out[i] = 1 / |X[i]| (0 for a zero row, NaN for a row with NaN or inf), no overflow."""
+    _rows_apply(X, out, n_threads, True)
+
+
+cdef void _rows_apply(const real_t[:, ::1] X, double[::1] out, int n_threads,
+                      bint inverse) noexcept:
+    cdef Py_ssize_t n = X.shape[0], K = X.shape[1], c, r0, chunk = 1024
+    if n == 0:
+        return
+    cdef const real_t *px = &X[0, 0]
+    cdef double *po = &out[0]
+    for c in prange((n + chunk - 1) // chunk, nogil=True, schedule="static",
+                    num_threads=n_threads):
+        r0 = c * chunk
+        if real_t is float:
+            if inverse:
+                mmfs_inv_norms_f32(px + r0 * K, min(chunk, n - r0), K, po + r0)
+            else:
+                mmfs_sq_norms_f32(px + r0 * K, min(chunk, n - r0), K, po + r0)
+        else:
+            if inverse:
+                mmfs_inv_norms_f64(px + r0 * K, min(chunk, n - r0), K, po + r0)
+            else:
+                mmfs_sq_norms_f64(px + r0 * K, min(chunk, n - r0), K, po + r0)
 
 
 def fix_euclidean(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1] B,
@@ -210,9 +214,16 @@ def fix_cosine(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1] B,
     return refined
 
 
-def stream_sum(const float[::1] x):
-    """Sum of a float32 array by a plain C loop: the memory-bandwidth floor."""
-    cdef double s
-    with nogil:
-        s = mmfs_stream_sum_f32(&x[0], x.shape[0])
+def stream_sum(const float[::1] x, int n_threads=1):
+    """Sum of a float32 array by a plain C loop that only reads it, on n_threads threads:
+    the memory-bandwidth floor that the knn benchmark compares against."""
+    cdef Py_ssize_t n = x.shape[0], chunk, c, nc
+    cdef double s = 0.0
+    if n == 0:
+        return 0.0
+    nc = max(1, n_threads)
+    chunk = (n + nc - 1) // nc
+    cdef const float *px = &x[0]
+    for c in prange(nc, nogil=True, schedule="static", num_threads=nc):
+        s += mmfs_stream_sum_f32(px + c * chunk, max(0, min(chunk, n - c * chunk)))
     return s

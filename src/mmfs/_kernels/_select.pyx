@@ -26,8 +26,10 @@ Two routes:
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt
-from libc.stdint cimport int64_t
+from libc.math cimport sqrt, INFINITY
+from libc.stdint cimport int32_t, int64_t
+
+import numpy as np
 from libc.stdlib cimport malloc, free
 
 ctypedef fused real_t:
@@ -48,6 +50,10 @@ cdef extern from "mmfs_dense.h" nogil:
                          double p, double ia, double ib)
     double mmfs_pair_f64(int metric, const double *a, const double *b, Py_ssize_t K,
                          double p, double ia, double ib)
+    Py_ssize_t mmfs_candidates_f32(const float *g, const double *c, Py_ssize_t n, double a,
+                                   double b, double e, double thr, int32_t *hits)
+    Py_ssize_t mmfs_candidates_f64(const double *g, const double *c, Py_ssize_t n, double a,
+                                   double b, double e, double thr, int32_t *hits)
 
 DEF ROWS = 128   # data rows per tile
 DEF QROWS = 8    # queries per tile
@@ -120,6 +126,15 @@ cdef inline double _pair(int metric, const real_t *a, const real_t *b, Py_ssize_
         return <float>mmfs_pair_f32(metric, a, b, K, p, ia, ib)
     else:
         return mmfs_pair_f64(metric, a, b, K, p, ia, ib)
+
+
+cdef inline Py_ssize_t _candidates(const real_t *g, const double *c, Py_ssize_t n, double a,
+                                   double b, double e, double thr,
+                                   int32_t *hits) noexcept nogil:
+    if real_t is float:
+        return mmfs_candidates_f32(g, c, n, a, b, e, thr, hits)
+    else:
+        return mmfs_candidates_f64(g, c, n, a, b, e, thr, hits)
 
 
 cdef void _scan(int metric, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
@@ -216,6 +231,13 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
         free(bufs)
 
 
+cdef inline double _top(const double *hd, const int64_t *hn, Py_ssize_t k) noexcept nogil:
+    """The distance a row must beat to enter a heap (inf while it is not full)."""
+    if hn[0] < k or hd[0] != hd[0]:
+        return INFINITY
+    return hd[0]
+
+
 def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
              const real_t[:, ::1] D, const double[::1] qn, const double[::1] dn,
              double gamma, int64_t offset, double[:, ::1] heap_d, int64_t[:, ::1] heap_i,
@@ -223,43 +245,65 @@ def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
     """Offer rows of D to the query heaps, filtering with G = Q @ D.T.
 
     qn/dn: squared norms (euclidean, sqeuclidean, inner_product) or inverse norms
-    (cosine).  gamma bounds the relative error of one entry of G.
+    (cosine).  gamma bounds the relative error of one entry of G against the norms, so
+    a lower bound of each distance is, with c the per-row column below:
+      (sq)euclidean  |q|^2 + |d|^2 - 2g - gamma (|q|^2 + |d|^2)  ->  c = (1-gamma)|d|^2
+      cosine         1 - g/(|q||d|) - gamma                      ->  c = 1/|d|
+      inner_product  -g - gamma |q||d|                           ->  c = |d|
+    and a row is recomputed exactly only when that bound can beat the current k-th.
     """
     cdef Py_ssize_t m = Q.shape[0], n = D.shape[0], K = Q.shape[1], k = heap_d.shape[1]
-    cdef Py_ssize_t q, j
-    cdef double g, approx, margin, lower, d, top, s
+    cdef Py_ssize_t q, h, nh, j, done
+    cdef double d, top, thr, qv, a, b, e, alpha
     cdef double *hd
     cdef int64_t *hi
     cdef int64_t *hn
+    cdef int32_t *hits
+    cdef const real_t *g
     if m == 0 or n == 0 or k == 0:
         return
+    cdef int32_t[:, ::1] hitbuf = np.empty((max(1, n_threads), 64), dtype=np.int32)
+    cdef double[::1] c
+    if metric == MMFS_COSINE:
+        c = np.ascontiguousarray(dn)
+    elif metric == MMFS_INNER:
+        c = np.sqrt(dn)
+    else:
+        c = (1.0 - gamma) * np.asarray(dn)
     cdef const real_t *pQ = &Q[0, 0]
     cdef const real_t *pD = &D[0, 0]
-    for q in prange(m, nogil=True, schedule="dynamic", num_threads=max(1, n_threads)):
+    cdef const double *pc = &c[0]
+    cdef bint cos = metric == MMFS_COSINE
+    for q in prange(m, nogil=True, schedule="static", num_threads=max(1, n_threads)):
         hd = &heap_d[q, 0]
         hi = &heap_i[q, 0]
         hn = &heap_n[q]
-        for j in range(n):
-            g = G[q, j]
-            if hn[0] == k and hd[0] == hd[0]:
-                if metric == MMFS_COSINE:
-                    approx = 1.0 - g * qn[q] * dn[j]
-                    margin = gamma
-                    lower = approx - margin
-                elif metric == MMFS_INNER:
-                    approx = -g
-                    margin = gamma * sqrt(qn[q] * dn[j])
-                    lower = approx - margin
-                else:
-                    s = qn[q] + dn[j]
-                    approx = s - 2.0 * g
-                    lower = approx - gamma * s
-                    if metric == MMFS_EUCLIDEAN:
-                        lower = sqrt(lower) if lower > 0 else 0.0
-                top = hd[0]
-                if lower == lower and lower > top:
-                    continue
-            d = _pair(metric, pQ + q * K, pD + j * K, K, 0.0,
-                      qn[q] if metric == MMFS_COSINE else 0.0,
-                      dn[j] if metric == MMFS_COSINE else 0.0)
-            heap_push(hd, hi, hn, k, d, offset + j)
+        g = &G[q, 0]
+        hits = &hitbuf[threadid(), 0]
+        qv = qn[q]
+        a = 0.0
+        b = 0.0
+        e = 0.0
+        alpha = 0.0
+        if metric == MMFS_COSINE:
+            b = -qv
+            alpha = 1.0 - gamma
+        elif metric == MMFS_INNER:
+            a = -gamma * sqrt(qv)
+            e = -1.0
+        else:
+            a = 1.0
+            e = -2.0
+            alpha = (1.0 - gamma) * qv
+        done = 0
+        while done < n:
+            top = _top(hd, hn, k)
+            thr = top * top if (metric == MMFS_EUCLIDEAN and top < INFINITY) else top
+            nh = _candidates(g + done, pc + done, min(64, n - done), a, b, e,
+                             thr - alpha, hits)
+            for h in range(nh):
+                j = done + hits[h]
+                d = _pair(metric, pQ + q * K, pD + j * K, K, 0.0,
+                          qv if cos else 0.0, pc[j] if cos else 0.0)
+                heap_push(hd, hi, hn, k, d, offset + j)
+            done = done + 64

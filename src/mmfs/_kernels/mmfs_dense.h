@@ -14,7 +14,7 @@
  * that GCC and clang vectorise without -ffast-math (the lanes are independent, so nothing
  * is re-associated behind our back; the final lane sum has a fixed order, so a result never
  * depends on the thread that computed it).  Each block function is compiled twice on x86
- * (target_clones: Haswell = AVX2+FMA, and the baseline) and the loader picks the clone once
+ * (target_clones: x86-64-v3 = AVX2+FMA, and the baseline) and the loader picks the clone once
  * at start-up, so a wheel runs on any x86-64 CPU and still uses AVX2 where it exists.
  * Within one machine results are bit-identical whatever the thread count.
  *
@@ -38,9 +38,10 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MMFS_NO_CLONES)
-#define MMFS_DISPATCH __attribute__((target_clones("arch=haswell", "default")))
+#define MMFS_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define MMFS_DISPATCH
 #endif
@@ -90,13 +91,13 @@ MMFS_SCALED(double, f64)
     }                                                                                        \
     for (; i < (K); i++) { TAIL }
 
-#define MMFS_PAIRS(T, SFX, LO)                                                               \
+#define MMFS_PAIRS(T, SFX, LO, ABS, POW, UT)                                                               \
     static inline double mmfs_sqeuclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {     \
         MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,              \
                        T d = a[i] - b[i]; acc[0] += d * d;)                                  \
         T s = 0;                                                                             \
         for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
-        if (s >= (T)(LO) && s <= (T)INFINITY && !isinf(s)) return (double)s;               \
+        if (s >= (T)(LO) && !isinf(s)) return (double)s;               \
         double n = mmfs_scaled_norm_##SFX(a, b, K, 2.0);                                     \
         return n * n;                                                                        \
     }                                                                                        \
@@ -110,27 +111,26 @@ MMFS_SCALED(double, f64)
     }                                                                                        \
     static inline double mmfs_cityblock_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
         /* All terms are >= 0, so a finite sum never overflowed on the way. */               \
-        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += fabs(d);,            \
-                       T d = a[i] - b[i]; acc[0] += fabs(d);)                                \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += ABS(d);,             \
+                       T d = a[i] - b[i]; acc[0] += ABS(d);)                                \
         T s = 0;                                                                             \
         for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
         return (double)s;                                                                    \
     }                                                                                        \
     static inline double mmfs_chebyshev_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
-        /* The side sum is NaN exactly when some |a_i - b_i| is NaN (max drops NaN). */      \
-        T nan_probe[MMFS_LANES];                                                             \
-        for (int j = 0; j < MMFS_LANES; j++) nan_probe[j] = 0;                               \
-        MMFS_LANE_LOOP(T, acc, K,                                                            \
-                       T d = fabs(a[i + j] - b[i + j]); nan_probe[j] += d;                  \
-                       acc[j] = acc[j] > d ? acc[j] : d;,                                    \
-                       T d = fabs(a[i] - b[i]); nan_probe[0] += d;                           \
-                       acc[0] = acc[0] > d ? acc[0] : d;)                                    \
-        T m = 0, probe = 0;                                                                  \
-        for (int j = 0; j < MMFS_LANES; j++) {                                               \
-            m = m > acc[j] ? m : acc[j];                                                     \
-            probe += nan_probe[j];                                                           \
-        }                                                                                    \
-        return probe != probe ? NAN : (double)m;                                             \
+        /* |a_i - b_i| >= 0, and non-negative IEEE floats order like their bit patterns, */ \
+        /* so an unsigned integer max finds the largest -- and since |NaN| has a larger */   \
+        /* pattern than inf, a NaN anywhere wins the max and comes out as NaN.          */   \
+        MMFS_LANE_LOOP(UT, acc, K,                                                           \
+                       T d = ABS(a[i + j] - b[i + j]); UT u; memcpy(&u, &d, sizeof u);      \
+                       acc[j] = acc[j] > u ? acc[j] : u;,                                    \
+                       T d = ABS(a[i] - b[i]); UT u; memcpy(&u, &d, sizeof u);              \
+                       acc[0] = acc[0] > u ? acc[0] : u;)                                    \
+        UT m = 0;                                                                            \
+        for (int j = 0; j < MMFS_LANES; j++) m = m > acc[j] ? m : acc[j];                    \
+        T r;                                                                                 \
+        memcpy(&r, &m, sizeof r);                                                            \
+        return (double)r;                                                                    \
     }                                                                                        \
     static inline double mmfs_minkowski_##SFX(const T *a, const T *b, Py_ssize_t K,         \
                                               double p) {                                    \
@@ -139,14 +139,14 @@ MMFS_SCALED(double, f64)
         if (pi == p && p <= 8.0) {                                                           \
             int ip = (int)p;                                                                 \
             MMFS_LANE_LOOP(T, acc, K,                                                        \
-                           T d = fabs(a[i + j] - b[i + j]); T t = d;                        \
+                           T d = ABS(a[i + j] - b[i + j]); T t = d;                        \
                            for (int e = 1; e < ip; e++) t *= d; acc[j] += t;,               \
-                           T d = fabs(a[i] - b[i]); T t = d;                                 \
+                           T d = ABS(a[i] - b[i]); T t = d;                                 \
                            for (int e = 1; e < ip; e++) t *= d; acc[0] += t;)               \
             for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
         } else {                                                                             \
             T tp = (T)p;                                                                     \
-            for (Py_ssize_t i = 0; i < K; i++) s += pow(fabs(a[i] - b[i]), tp);             \
+            for (Py_ssize_t i = 0; i < K; i++) s += POW(ABS(a[i] - b[i]), tp);             \
         }                                                                                    \
         if (s >= (T)(LO) && !isinf(s)) return pow((double)s, 1.0 / p);                      \
         return mmfs_scaled_norm_##SFX(a, b, K, p);                                           \
@@ -252,8 +252,72 @@ MMFS_SCALED(double, f64)
     }
 
 /* Below LO a float sum of squares may have lost digits to underflow: recompute. */
-MMFS_PAIRS(float, f32, 7.888609052210118e-31)  /* 2^-100 */
-MMFS_PAIRS(double, f64, 1.0e-270)
+MMFS_PAIRS(float, f32, 7.888609052210118e-31, fabsf, powf, uint32_t)  /* LO = 2^-100 */
+MMFS_PAIRS(double, f64, 1.0e-270, fabs, pow, uint64_t)
+
+/* Squared norms in double (float rows are widened lane by lane), and 1/|x| computed
+ * without overflow: rows whose sum of squares leaves the safe range are rescaled by
+ * their largest |x_i| first.  NaN rows give NaN. */
+#define MMFS_NORMS(T, SFX)                                                                   \
+    MMFS_DISPATCH static void mmfs_sq_norms_##SFX(const T *X, Py_ssize_t n, Py_ssize_t K,    \
+                                                  double *out) {                             \
+        for (Py_ssize_t r = 0; r < n; r++) {                                                 \
+            const T *x = X + r * K;                                                          \
+            MMFS_LANE_LOOP(double, acc, K, double v = x[i + j]; acc[j] += v * v;,           \
+                           double v = x[i]; acc[0] += v * v;)                                \
+            double s = 0;                                                                    \
+            for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
+            out[r] = s;                                                                      \
+        }                                                                                    \
+    }                                                                                        \
+    MMFS_DISPATCH static void mmfs_inv_norms_##SFX(const T *X, Py_ssize_t n, Py_ssize_t K,   \
+                                                   double *out) {                            \
+        mmfs_sq_norms_##SFX(X, n, K, out);                                                   \
+        for (Py_ssize_t r = 0; r < n; r++) {                                                 \
+            double s = out[r];                                                               \
+            if (s == 0.0) { out[r] = 0.0; continue; }                                        \
+            if (s >= 1e-280 && s <= 1e280) { out[r] = 1.0 / sqrt(s); continue; }             \
+            if (s != s) { out[r] = NAN; continue; }                                          \
+            const T *x = X + r * K;                                                          \
+            double m = 0.0, t = 0.0;                                                         \
+            for (Py_ssize_t i = 0; i < K; i++) { double v = fabs((double)x[i]); if (v > m) m = v; } \
+            if (isinf(m)) { out[r] = NAN; continue; }                                        \
+            for (Py_ssize_t i = 0; i < K; i++) { double v = (double)x[i] / m; t += v * v; }  \
+            out[r] = 1.0 / (m * sqrt(t));                                                    \
+        }                                                                                    \
+    }
+
+MMFS_NORMS(float, f32)
+MMFS_NORMS(double, f64)
+
+/* Candidate filter of the GEMM route of knn.  Writes to hits the j in [0, n) with
+ *     c[j] * (a + b * g[j]) + e * g[j] <= thr
+ * (a lower bound of the distance of row j; see _select.pyx) and returns their count.
+ * A NaN bound never passes.  The test runs branch-free over chunks of 64, so the common
+ * case (no candidate in the chunk) costs a few vector instructions per row. */
+#define MMFS_FILTER(T, SFX)                                                                  \
+    MMFS_DISPATCH static Py_ssize_t mmfs_candidates_##SFX(                                   \
+        const T *g, const double *c, Py_ssize_t n, double a, double b, double e, double thr,\
+        int32_t *hits) {                                                                     \
+        Py_ssize_t nh = 0;                                                                   \
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += 64) {                                          \
+            Py_ssize_t j1 = j0 + 64 < n ? j0 + 64 : n;                                       \
+            int any = 0;                                                                     \
+            for (Py_ssize_t j = j0; j < j1; j++) {                                           \
+                double gj = (double)g[j];                                                    \
+                any |= (c[j] * (a + b * gj) + e * gj <= thr);                                \
+            }                                                                                \
+            if (!any) continue;                                                              \
+            for (Py_ssize_t j = j0; j < j1; j++) {                                           \
+                double gj = (double)g[j];                                                    \
+                if (c[j] * (a + b * gj) + e * gj <= thr) hits[nh++] = (int32_t)j;           \
+            }                                                                                \
+        }                                                                                    \
+        return nh;                                                                           \
+    }
+
+MMFS_FILTER(float, f32)
+MMFS_FILTER(double, f64)
 
 /* A C loop that only reads memory: the bandwidth floor the benchmarks compare against. */
 MMFS_DISPATCH static double mmfs_stream_sum_f32(const float *x, Py_ssize_t n) {
