@@ -61,7 +61,8 @@ def _demo(args: argparse.Namespace) -> int:
     a, b = data[:500], data[: min(n, 20_000)]
     D, t = _timed(lambda: mmfs.cdist(a, b, "euclidean"))
     print(f"  cdist {a.shape[0]} x {b.shape[0]}: {t * 1e3:.1f} ms, dtype {D.dtype}")
-    print("  nearest of query 0:", ", ".join(f"{i}:{d:.3f}" for i, d in zip(idx[0], dist[0], strict=True)))
+    pairs = zip(idx[0], dist[0], strict=True)
+    print("  nearest of query 0:", ", ".join(f"{i}:{d:.3f}" for i, d in pairs))
     return 0 if agree == 1.0 else 1
 
 
