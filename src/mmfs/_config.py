@@ -14,7 +14,11 @@ import sys
 from mmfs._kernels import _config as _kconfig
 from mmfs.errors import ParameterError
 
-__all__ = ["effective_n_threads", "show_config", "usable_cpu_count"]
+__all__ = ["effective_n_threads", "show_config", "threads_for", "usable_cpu_count"]
+
+# Below this many inner-loop operations a kernel runs on the calling thread: waking
+# OpenMP workers costs more than it saves (hnswlib does the same for small batches).
+PARALLEL_GRAIN = 1 << 20
 
 
 def _cgroup_cpu_limit() -> int | None:
@@ -55,6 +59,11 @@ def effective_n_threads(n_threads: int | None = None) -> int:
     if n_threads < 0:  # -1 all cores, -2 all but one, as in scikit-learn
         return max(1, usable_cpu_count() + 1 + n_threads)
     return n_threads
+
+
+def threads_for(n_threads: int, work: int) -> int:
+    """The threads a kernel should use for `work` inner-loop operations."""
+    return 1 if work < PARALLEL_GRAIN else n_threads
 
 
 def show_config(file=None) -> dict[str, object]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfs._config import effective_n_threads
+from mmfs._config import effective_n_threads, threads_for
 from mmfs._kernels import _bits, _dense
 from mmfs._validation import (
     as_array,
@@ -247,6 +247,7 @@ def dense_into(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int
     """Distances of C-contiguous A, B (same float dtype) into out (that dtype)."""
     if out.size == 0:
         return
+    nt = threads_for(nt, out.size * max(1, A.shape[1]))
     if A.shape[1] == 0:
         _empty_features(m, out)
         return
@@ -276,13 +277,13 @@ def _empty_features(m: Metric, out: np.ndarray) -> None:
 
 def sq_norms(X: np.ndarray, nt: int) -> np.ndarray:
     out = np.empty(X.shape[0])
-    _dense.row_sq_norms(X, out, nt)
+    _dense.row_sq_norms(X, out, threads_for(nt, X.size))
     return out
 
 
 def inverse_norms(X: np.ndarray, nt: int) -> np.ndarray:
     out = np.empty(X.shape[0])
-    _dense.inv_norms(X, out, nt)
+    _dense.inv_norms(X, out, threads_for(nt, X.size))
     return out
 
 

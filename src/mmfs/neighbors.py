@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mmfs._config import effective_n_threads
+from mmfs._config import effective_n_threads, threads_for
 from mmfs._kernels import _select
 from mmfs._validation import as_array, as_matrix, compute_dtype, is_sparse
 from mmfs.distance import (
@@ -44,7 +44,7 @@ DEFAULT_WORKING_MEMORY = 256 << 20
 # below it the direct loops read each data row once for all queries (memory bound).
 GEMM_MIN_QUERIES = 8
 _NO_INDEX = np.iinfo(np.int64).max
-_GEMM_BLOCK_BYTES = 8 << 20
+_GEMM_BLOCK_BYTES = 64 << 20
 
 
 def _as_count(k: Any) -> int:
@@ -176,7 +176,10 @@ def _fast_knn(
         else:
             inv_q = qn if m.name == "cosine" else np.empty(0)
             inv_d = dn if m.name == "cosine" and dn is not None else np.empty(0)
-            _select.knn_direct(m.code, Q, block, p, inv_q, inv_d, s, heap_d, heap_i, heap_n, nt)
+            nt_block = threads_for(nt, block.size * Q.shape[0])
+            _select.knn_direct(
+                m.code, Q, block, p, inv_q, inv_d, s, heap_d, heap_i, heap_n, nt_block
+            )
 
 
 def _sq(m: Metric, X: np.ndarray, norms: np.ndarray, nt: int) -> np.ndarray:
