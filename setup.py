@@ -69,7 +69,7 @@ def extensions() -> list[Extension]:
     debug = _flag("MMFS_DEBUG")
     omp = _openmp_flags()
     compile_args = ["-O0", "-g"] if debug else ["-O3"]
-    compile_args += ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    compile_args += ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     if _flag("MMFS_NATIVE"):
         compile_args.append("-march=native")
     macros = [

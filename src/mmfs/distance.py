@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mmfs._config import effective_n_threads, threads_for
-from mmfs._kernels import _bits, _dense
+from mmfs._kernels import _bits, _dense, _select
 from mmfs._validation import (
     as_array,
     as_matrix,
@@ -251,8 +251,8 @@ def dense_into(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int
     if A.shape[1] == 0:
         _empty_features(m, out)
         return
-    if m.name in ("seuclidean", "mahalanobis"):
-        _quadform(m, A, B, out)
+    if m.name == "mahalanobis":
+        _mahalanobis(m, A, B, out, nt)
         return
     if m.name in GEMM_METRICS:
         na, nb = sq_norms(A, nt), sq_norms(B, nt)
@@ -262,7 +262,30 @@ def dense_into(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int
     inva = invb = np.empty(0)
     if m.name == "cosine":
         inva, invb = inverse_norms(A, nt), inverse_norms(B, nt)
-    _dense.pairwise_direct(m.code, A, B, out, float(m.params.get("p", 2.0)), inva, invb, nt)
+    W = metric_weights(m, A, B)
+    _dense.pairwise_direct(m.code, A, B, out, float(m.params.get("p", 2.0)), W, inva, invb, nt)
+
+
+def metric_weights(m: Metric, A: np.ndarray, B: np.ndarray | None) -> np.ndarray:
+    """The weight array a direct kernel needs: 1/V for seuclidean, sym(VI) flattened for
+    mahalanobis, empty otherwise.  Defaults are estimated from the rows of A and B."""
+    if m.name == "seuclidean":
+        with np.errstate(divide="ignore"):  # V = 0: the 0/0 of scipy's formula gives NaN
+            return 1.0 / _variances(m, A, B)
+    if m.name == "mahalanobis":
+        VI = _inverse_covariance(m, A, B)
+        return np.ascontiguousarray(0.5 * (VI + VI.T)).ravel()
+    return np.empty(0)
+
+
+def with_defaults(m: Metric, data: Any, queries: Any) -> Metric:
+    """Fix seuclidean's V / mahalanobis' VI once, from the rows of queries and data as
+    ``cdist(queries, data)`` would, so a search walking data in blocks uses one metric."""
+    if m.name == "seuclidean" and m.params.get("V") is None:
+        return Metric(m.name, {"V": _variances(m, queries, data)})
+    if m.name == "mahalanobis" and m.params.get("VI") is None:
+        return Metric(m.name, {"VI": _inverse_covariance(m, queries, data)})
+    return m
 
 
 def _empty_features(m: Metric, out: np.ndarray) -> None:
@@ -361,18 +384,34 @@ def _centred(A: np.ndarray, B: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, 
 # --------------------------------------------------------------------------------------
 
 
-def _stacked(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    return np.vstack([A.astype(np.float64), B.astype(np.float64)])
+_MOMENT_ROWS = 1 << 16
 
 
-def _variances(m: Metric, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def _moments(parts: list[Any], cov: bool) -> tuple[int, np.ndarray]:
+    """Sample variances (or the covariance matrix) of the rows of all parts, ddof=1, in
+    two passes over chunks: no copy of the data is ever stacked."""
+    n = sum(x.shape[0] for x in parts)
+    K = parts[0].shape[1]
+    chunks = [x[s : s + _MOMENT_ROWS] for x in parts for s in range(0, x.shape[0], _MOMENT_ROWS)]
+    mean = np.zeros(K)
+    for c in chunks:
+        mean += np.asarray(c, dtype=np.float64).sum(axis=0)
+    mean /= max(n, 1)
+    acc = np.zeros((K, K) if cov else K)
+    for c in chunks:
+        d = np.asarray(c, dtype=np.float64) - mean
+        acc += d.T @ d if cov else np.einsum("ij,ij->j", d, d)
+    return n, acc / max(n - 1, 1)
+
+
+def _variances(m: Metric, A: Any, B: Any) -> np.ndarray:
     K = A.shape[1]
     V = m.params.get("V")
     if V is None:
-        X = _stacked(A, B)
-        if X.shape[0] < 2:
+        n, var = _moments([A] if B is None else [A, B], cov=False)
+        if n < 2:
             raise MetricError("seuclidean needs V= when there are fewer than 2 rows in all")
-        return np.var(X, axis=0, ddof=1)
+        return var
     V = np.asarray(V, dtype=np.float64)
     if V.shape != (K,):
         raise MetricError(f"seuclidean V must have shape ({K},), got {V.shape}")
@@ -381,17 +420,25 @@ def _variances(m: Metric, A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return V
 
 
-def _inverse_covariance(m: Metric, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def _inverse_covariance(m: Metric, A: Any, B: Any) -> np.ndarray:
     K = A.shape[1]
     VI = m.params.get("VI")
     if VI is None:
-        X = _stacked(A, B)
-        if X.shape[0] <= K:
+        n = A.shape[0] + (0 if B is None else B.shape[0])
+        if n <= K:
             raise MetricError(
                 f"mahalanobis without VI= needs more rows than dimensions to estimate the "
-                f"inverse covariance: got {X.shape[0]} rows of {K} dimensions; pass VI="
+                f"inverse covariance: got {n} rows of {K} dimensions; pass VI="
             )
-        return np.linalg.inv(np.cov(X.T)).T
+        _, cov = _moments([A] if B is None else [A, B], cov=True)
+        if not np.all(np.isfinite(cov)):
+            return np.full((K, K), np.nan)  # NaN in the data: every distance is NaN
+        try:
+            return np.linalg.inv(cov).T
+        except np.linalg.LinAlgError:
+            raise MetricError(
+                "mahalanobis: the covariance of the rows is singular; pass VI="
+            ) from None
     VI = np.asarray(VI, dtype=np.float64)
     if VI.ndim != 2 or VI.shape[0] != VI.shape[1]:
         raise MetricError(f"mahalanobis VI must be a square matrix, got shape {VI.shape}")
@@ -402,42 +449,41 @@ def _inverse_covariance(m: Metric, A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return VI
 
 
-def _quadform(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
-    """d(a, b)^2 = (a-b)^T S (a-b): S = diag(1/V) (seuclidean) or sym(VI) (mahalanobis).
+def _mahalanobis(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int) -> None:
+    """d(a, b)^2 = (a-b)^T S (a-b), S = sym(VI), by GEMM, close pairs recomputed exactly.
 
-    S = W+ W+^T - W- W-^T (eigen-split), so d^2 = |aW+ - bW+|^2 - |aW- - bW-|^2 by GEMM;
-    pairs where that cancels are recomputed from a - b.  Negative d^2 (VI not positive
-    semi-definite) gives NaN, as in scipy.
+    S = W+ W+^T - W- W-^T (eigen-split), so d^2 = |aW+ - bW+|^2 - |aW- - bW-|^2.  Pairs
+    where that is small against its terms (cancellation) are recomputed from a - b by the
+    direct kernel.  A negative form (VI not positive semi-definite) gives NaN, as scipy.
     """
-    if m.name == "seuclidean":
-        s = 1.0 / _variances(m, A, B)
-        w_pos, w_neg, S = np.diag(np.sqrt(s)), None, np.diag(s)
-    else:
-        VI = _inverse_covariance(m, A, B)
-        S = 0.5 * (VI + VI.T)
-        lam, Q = np.linalg.eigh(S)
-        cut = 1e-13 * max(1.0, float(np.abs(lam).max(initial=0.0)))
-        w_pos = Q[:, lam > cut] * np.sqrt(lam[lam > cut])
-        neg = lam < -cut
-        w_neg = Q[:, neg] * np.sqrt(-lam[neg]) if neg.any() else None
+    S_flat = metric_weights(m, A, B)
+    K = A.shape[1]
+    S = S_flat.reshape(K, K)
+    if not np.all(np.isfinite(S)):
+        out[...] = np.nan
+        return
+    lam, Q = np.linalg.eigh(S)
+    big = float(np.abs(lam).max(initial=0.0))
+    pos, neg = lam > 0, lam < -1e-14 * big
     A64, B64 = A.astype(np.float64, copy=False), B.astype(np.float64, copy=False)
+    w_pos = Q[:, pos] * np.sqrt(lam[pos])
     d2, scale = _sq_gemm(A64 @ w_pos, B64 @ w_pos)
-    if w_neg is not None:
+    if neg.any():
+        w_neg = Q[:, neg] * np.sqrt(-lam[neg])
         d2n, scale_n = _sq_gemm(A64 @ w_neg, B64 @ w_neg)
         d2 -= d2n
         scale += scale_n
-    tau = refine_threshold(np.dtype(np.float64), A.shape[1], 1.0, 1.0)
+    tau = refine_threshold(np.dtype(np.float64), K, 1.0, 1.0)
     with np.errstate(invalid="ignore"):
         redo = ~(d2 >= tau * scale)
-    rows, cols = np.nonzero(redo)
-    step = max(1, (16 << 20) // (8 * max(1, A.shape[1])))
-    for s0 in range(0, rows.size, step):
-        r, c = rows[s0 : s0 + step], cols[s0 : s0 + step]
-        delta = A64[r] - B64[c]
-        d2[r, c] = np.einsum("pk,kl,pl->p", delta, S, delta)
-    with np.errstate(invalid="ignore"):
         np.sqrt(d2, out=d2)
     out[...] = d2
+    qi, di = (np.ascontiguousarray(x) for x in np.nonzero(redo))
+    if qi.size:
+        exact = np.empty(qi.size, dtype=A.dtype)
+        none = np.empty(0)
+        _select.pair_distances(m.code, A, B, 0.0, S_flat, none, none, qi, di, exact, nt)
+        out[qi, di] = exact
 
 
 def _sq_gemm(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mmfs._config import effective_n_threads, threads_for
-from mmfs._kernels import _select
+from mmfs._kernels import _dense, _select
 from mmfs._validation import as_array, as_matrix, compute_dtype, is_sparse
 from mmfs.distance import (
     DIRECT_METRICS,
@@ -32,8 +32,10 @@ from mmfs.distance import (
     cdist,
     gemm_safe,
     inverse_norms,
+    metric_weights,
     resolve_metric,
     sq_norms,
+    with_defaults,
 )
 from mmfs.errors import DimensionError, ParameterError
 
@@ -88,7 +90,20 @@ def _prepare(data: Any, queries: Any, metric: Any, kwargs: dict[str, Any]):
             f"queries have {Q.shape[1]} features but data has {D.shape[1]}; "
             "both must have the same number of features"
         )
+    if not is_sparse(D):
+        m = with_defaults(m, D, Q)
     return m, D, Q
+
+
+def _fast(m: Metric, D: Any, Q: Any) -> bool:
+    """True when the exact kernels serve this search (dense rows, a built-in metric)."""
+    return (
+        not (is_sparse(D) or is_sparse(Q))
+        and m.fn is None
+        and m.name in DIRECT_METRICS
+        and not (m.name in ("hamming", "jaccard") and D.dtype == Q.dtype == np.bool_)
+        and D.shape[1] > 0
+    )
 
 
 def knn(
@@ -109,19 +124,12 @@ def knn(
     k = _as_count(k)
     m, D, Q = _prepare(data, queries, metric, kwargs)
     nt = effective_n_threads(n_threads)
-    sparse = is_sparse(D) or is_sparse(Q)
     ct = compute_dtype(D, Q)
     nq = Q.shape[0]
     heap_d = np.full((nq, k), np.nan)
     heap_i = np.full((nq, k), _NO_INDEX, dtype=np.int64)
     heap_n = np.zeros(nq, dtype=np.int64)
-    fast = (
-        not sparse
-        and m.fn is None
-        and m.name in DIRECT_METRICS
-        and not (m.name in ("hamming", "jaccard") and D.dtype == Q.dtype == np.bool_)
-        and D.shape[1] > 0
-    )
+    fast = _fast(m, D, Q)
     step = _block_rows(nq, D.shape[1], np.dtype(ct).itemsize, working_memory)
     if fast:
         Qc = as_matrix(Q, "queries", ct)
@@ -145,16 +153,12 @@ def _fast_knn(
     nt: int,
 ) -> None:
     p = float(m.params.get("p", 2.0))
+    W = metric_weights(m, Q, None)
     use_gemm = (
         m.name in GEMM_METRICS and Q.shape[0] >= GEMM_MIN_QUERIES and gemm_safe(Q, sq_norms(Q, nt))
     )
     qn = _side_norms(m, Q, nt) if use_gemm or m.name == "cosine" else np.empty(0)
-    gamma = 0.0
-    if use_gemm:
-        K = Q.shape[1]
-        u = 2.0**-24 if ct == np.float32 else 2.0**-53
-        # Higham's gamma_K bound on a dot product, plus rounding G to the GEMM precision.
-        gamma = 2.0 * (K * u / (1.0 - K * u) + u)
+    gamma = _gamma(Q.shape[1], ct) if use_gemm else 0.0
     if use_gemm:
         # Keep one block of G = Q @ D.T (written by BLAS, read once by the filter) in cache.
         step = min(step, max(1024, _GEMM_BLOCK_BYTES // (Q.shape[0] * Q.itemsize)))
@@ -178,7 +182,7 @@ def _fast_knn(
             inv_d = dn if m.name == "cosine" and dn is not None else np.empty(0)
             nt_block = threads_for(nt, block.size * Q.shape[0])
             _select.knn_direct(
-                m.code, Q, block, p, inv_q, inv_d, s, heap_d, heap_i, heap_n, nt_block
+                m.code, Q, block, p, W, inv_q, inv_d, s, heap_d, heap_i, heap_n, nt_block
             )
 
 
@@ -238,23 +242,27 @@ def radius(
     if np.isnan(r):
         raise ParameterError("r must be a number, got nan")
     m, D, Q = _prepare(data, queries, metric, kwargs)
-    nq = Q.shape[0]
-    K = D.shape[1]
+    nq, K = Q.shape[0], D.shape[1]
+    nt = effective_n_threads(n_threads)
+    ct = compute_dtype(D, Q)
+    fast = _fast(m, D, Q)
+    Qc = as_matrix(Q, "queries", ct) if fast else Q
     step = _block_rows(nq, K, 8, working_memory)
     q_parts, i_parts, d_parts = [], [], []
-    dtype = None
     for s in range(0, D.shape[0], step):
-        block = cdist(Q, D[s : s + step], m.fn or m.name, n_threads=n_threads, **m.params)
-        dtype = block.dtype
-        qi, ri = np.nonzero(block <= r)
+        if fast:
+            block = np.ascontiguousarray(D[s : s + step], dtype=ct)
+            qi, ri, ds = _radius_block(m, Qc, block, r, nt)
+        else:
+            dist = cdist(Q, D[s : s + step], m.fn or m.name, n_threads=n_threads, **m.params)
+            qi, ri = np.nonzero(dist <= r)
+            ds = dist[qi, ri]
         q_parts.append(qi)
         i_parts.append(ri + s)
-        d_parts.append(block[qi, ri])
-    if dtype is None:
-        dtype = np.dtype(np.float64)
+        d_parts.append(ds)
     qs = np.concatenate(q_parts) if q_parts else np.empty(0, np.int64)
     ids = np.concatenate(i_parts).astype(np.int64) if i_parts else np.empty(0, np.int64)
-    ds = np.concatenate(d_parts) if d_parts else np.empty(0, dtype)
+    ds = np.concatenate(d_parts) if d_parts else np.empty(0, ct)
     order = np.lexsort((ids, ds, qs))
     qs, ids, ds = qs[order], ids[order], ds[order]
     bounds = np.searchsorted(qs, np.arange(nq + 1))
@@ -262,3 +270,72 @@ def radius(
         [ids[bounds[i] : bounds[i + 1]] for i in range(nq)],
         [ds[bounds[i] : bounds[i + 1]] for i in range(nq)],
     )
+
+
+def _radius_block(
+    m: Metric, Q: np.ndarray, block: np.ndarray, r: float, nt: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, row, distance) of every pair within r, each distance computed exactly."""
+    p = float(m.params.get("p", 2.0))
+    W = metric_weights(m, Q, None)
+    cos = m.name == "cosine"
+    iq = inverse_norms(Q, nt) if cos else np.empty(0)
+    idd = inverse_norms(block, nt) if cos else np.empty(0)
+    qn, dn = sq_norms(Q, nt), sq_norms(block, nt)
+    if (
+        m.name in GEMM_METRICS
+        and Q.shape[0] >= GEMM_MIN_QUERIES
+        and np.isfinite(r)
+        and gemm_safe(Q, qn)
+        and gemm_safe(block, dn)
+    ):
+        # BLAS product -> a lower bound of every distance -> exact check of the few
+        # pairs whose bound is within r (see _select.knn_gemm for the bound).
+        G = Q @ block.T
+        gamma = _gamma(Q.shape[1], Q.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            if cos:
+                lower = 1.0 - G * iq[:, None] * idd[None, :] - gamma
+            elif m.name == "inner_product":
+                lower = -G - gamma * np.sqrt(qn[:, None] * dn[None, :])
+            else:
+                lower = (1.0 - gamma) * (qn[:, None] + dn[None, :]) - 2.0 * G
+                r_cmp = r * r if m.name == "euclidean" else r
+                lower = np.where(lower > 0, lower, 0.0) if m.name == "euclidean" else lower
+                qi, ri = np.nonzero(lower <= r_cmp)
+                return _exact_within(m, Q, block, p, W, iq, idd, qi, ri, r, nt)
+            qi, ri = np.nonzero(lower <= r)
+        return _exact_within(m, Q, block, p, W, iq, idd, qi, ri, r, nt)
+    dist = np.empty((Q.shape[0], block.shape[0]), dtype=Q.dtype)
+    nt_block = threads_for(nt, dist.size * max(1, Q.shape[1]))
+    _dense.pairwise_direct(m.code, Q, block, dist, p, W, iq, idd, nt_block)
+    qi, ri = np.nonzero(dist <= r)
+    return qi, ri, dist[qi, ri]
+
+
+def _exact_within(
+    m: Metric,
+    Q: np.ndarray,
+    block: np.ndarray,
+    p: float,
+    W: np.ndarray,
+    iq: np.ndarray,
+    idd: np.ndarray,
+    qi: np.ndarray,
+    ri: np.ndarray,
+    r: float,
+    nt: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    exact = np.empty(qi.size, dtype=Q.dtype)
+    # np.nonzero's outputs are strided views of one (n, 2) array
+    qi, ri = np.ascontiguousarray(qi), np.ascontiguousarray(ri)
+    _select.pair_distances(m.code, Q, block, p, W, iq, idd, qi, ri, exact, nt)
+    keep = exact <= r
+    return qi[keep], ri[keep], exact[keep]
+
+
+def _gamma(K: int, dtype: np.dtype) -> float:
+    """Bound on the error of one entry of a BLAS product, relative to the norms: Higham's
+    gamma_K for the dot product plus the rounding of the result (both sides of d^2)."""
+    u = 2.0**-24 if dtype == np.float32 else 2.0**-53
+    return 2.0 * (K * u / (1.0 - K * u) + u)

@@ -9,6 +9,7 @@ def pairwise_direct(
     B: np.ndarray,
     out: np.ndarray,
     p: float,
+    W: np.ndarray,
     inva: np.ndarray,
     invb: np.ndarray,
     n_threads: int,

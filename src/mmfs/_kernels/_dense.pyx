@@ -22,7 +22,6 @@ Every function releases the GIL; nothing here raises on user input.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport sqrt, fabs, isinf
 
 ctypedef fused real_t:
     float
@@ -31,22 +30,30 @@ ctypedef fused real_t:
 cdef extern from "mmfs_dense.h" nogil:
     int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_CITYBLOCK, MMFS_CHEBYSHEV
     int MMFS_MINKOWSKI, MMFS_COSINE, MMFS_INNER, MMFS_HAMMING, MMFS_JACCARD
-    void mmfs_block_f32(int metric, const float *A, Py_ssize_t lda, Py_ssize_t ma,
-                        const float *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
-                        double p, const double *inva, const double *invb,
+    int MMFS_SEUCLIDEAN, MMFS_MAHALANOBIS
+    ctypedef struct mmfs_metric_t:
+        int metric
+        double p
+        const double *w
+    void mmfs_block_f32(const mmfs_metric_t *mt, const float *A, Py_ssize_t lda,
+                        Py_ssize_t ma, const float *B, Py_ssize_t ldb, Py_ssize_t mb,
+                        Py_ssize_t K, const double *inva, const double *invb,
                         float *out, Py_ssize_t ldo)
-    void mmfs_block_f64(int metric, const double *A, Py_ssize_t lda, Py_ssize_t ma,
-                        const double *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
-                        double p, const double *inva, const double *invb,
+    void mmfs_block_f64(const mmfs_metric_t *mt, const double *A, Py_ssize_t lda,
+                        Py_ssize_t ma, const double *B, Py_ssize_t ldb, Py_ssize_t mb,
+                        Py_ssize_t K, const double *inva, const double *invb,
                         double *out, Py_ssize_t ldo)
-    double mmfs_euclidean_f32(const float *a, const float *b, Py_ssize_t K)
-    double mmfs_euclidean_f64(const double *a, const double *b, Py_ssize_t K)
-    double mmfs_cosine_f32(const float *a, const float *b, Py_ssize_t K, double ia, double ib)
-    double mmfs_cosine_f64(const double *a, const double *b, Py_ssize_t K, double ia,
-                           double ib)
-    double mmfs_scaled_norm_f32(const float *a, const float *b, Py_ssize_t K, double p)
-    double mmfs_scaled_norm_f64(const double *a, const double *b, Py_ssize_t K, double p)
     double mmfs_stream_sum_f32(const float *x, Py_ssize_t n)
+    Py_ssize_t mmfs_fix_euclidean_f32(float *g, const float *a, const float *B, Py_ssize_t mb,
+                                      Py_ssize_t K, double na, const double *nb, double tau,
+                                      int squared)
+    Py_ssize_t mmfs_fix_euclidean_f64(double *g, const double *a, const double *B,
+                                      Py_ssize_t mb, Py_ssize_t K, double na,
+                                      const double *nb, double tau, int squared)
+    Py_ssize_t mmfs_fix_cosine_f32(float *g, const float *a, const float *B, Py_ssize_t mb,
+                                   Py_ssize_t K, double ia, const double *ib, double tau)
+    Py_ssize_t mmfs_fix_cosine_f64(double *g, const double *a, const double *B, Py_ssize_t mb,
+                                   Py_ssize_t K, double ia, const double *ib, double tau)
     void mmfs_sq_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
     void mmfs_sq_norms_f64(const double *X, Py_ssize_t n, Py_ssize_t K, double *out)
     void mmfs_inv_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
@@ -62,32 +69,19 @@ METRIC_CODES = {
     "inner_product": MMFS_INNER,
     "hamming": MMFS_HAMMING,
     "jaccard": MMFS_JACCARD,
+    "seuclidean": MMFS_SEUCLIDEAN,
+    "mahalanobis": MMFS_MAHALANOBIS,
 }
 
 
-cdef inline void _block(int metric, const real_t *A, Py_ssize_t lda, Py_ssize_t ma,
-                        const real_t *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
-                        double p, const double *inva, const double *invb,
+cdef inline void _block(const mmfs_metric_t *mt, const real_t *A, Py_ssize_t lda,
+                        Py_ssize_t ma, const real_t *B, Py_ssize_t ldb, Py_ssize_t mb,
+                        Py_ssize_t K, const double *inva, const double *invb,
                         real_t *out, Py_ssize_t ldo) noexcept nogil:
     if real_t is float:
-        mmfs_block_f32(metric, A, lda, ma, B, ldb, mb, K, p, inva, invb, out, ldo)
+        mmfs_block_f32(mt, A, lda, ma, B, ldb, mb, K, inva, invb, out, ldo)
     else:
-        mmfs_block_f64(metric, A, lda, ma, B, ldb, mb, K, p, inva, invb, out, ldo)
-
-
-cdef inline double _euclidean(const real_t *a, const real_t *b, Py_ssize_t K) noexcept nogil:
-    if real_t is float:
-        return mmfs_euclidean_f32(a, b, K)
-    else:
-        return mmfs_euclidean_f64(a, b, K)
-
-
-cdef inline double _cosine(const real_t *a, const real_t *b, Py_ssize_t K,
-                           double ia, double ib) noexcept nogil:
-    if real_t is float:
-        return mmfs_cosine_f32(a, b, K, ia, ib)
-    else:
-        return mmfs_cosine_f64(a, b, K, ia, ib)
+        mmfs_block_f64(mt, A, lda, ma, B, ldb, mb, K, inva, invb, out, ldo)
 
 
 def tile_shape(Py_ssize_t K, Py_ssize_t itemsize):
@@ -97,15 +91,23 @@ def tile_shape(Py_ssize_t K, Py_ssize_t itemsize):
 
 
 def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
-                    real_t[:, ::1] out, double p, const double[::1] inva,
-                    const double[::1] invb, int n_threads):
-    """out[i, j] = metric(A[i], B[j]) by the direct loops, tiled and parallel."""
+                    real_t[:, ::1] out, double p, const double[::1] W,
+                    const double[::1] inva, const double[::1] invb, int n_threads):
+    """out[i, j] = metric(A[i], B[j]) by the direct loops, tiled and parallel.
+
+    W: seuclidean weights (1/V) or the mahalanobis matrix, flattened; empty otherwise.
+    inva/invb: inverse row norms for cosine; empty otherwise.
+    """
     cdef Py_ssize_t ma = A.shape[0], mb = B.shape[0], K = A.shape[1]
     cdef Py_ssize_t ta, tb, na_t, nb_t, t, ti, tj, i0, j0, ra, rb
     cdef const double *pia = NULL
     cdef const double *pib = NULL
+    cdef mmfs_metric_t mt
     if ma == 0 or mb == 0:
         return
+    mt.metric = metric
+    mt.p = p
+    mt.w = &W[0] if W.shape[0] > 0 else NULL
     ta, tb = tile_shape(K, sizeof(real_t))
     na_t = (ma + ta - 1) // ta
     nb_t = (mb + tb - 1) // tb
@@ -124,7 +126,7 @@ def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
         j0 = tj * tb
         ra = min(ta, ma - i0)
         rb = min(tb, mb - j0)
-        _block(metric, pa + i0 * K, K, ra, pb + j0 * K, K, rb, K, p,
+        _block(&mt, pa + i0 * K, K, ra, pb + j0 * K, K, rb, K,
                (pia + i0) if pia != NULL else NULL,
                (pib + j0) if pib != NULL else NULL,
                po + i0 * ldo + j0, ldo)
@@ -167,50 +169,47 @@ def fix_euclidean(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1]
                   int n_threads):
     """Turn G = A @ B.T (in place) into (squared) euclidean distances.
 
-    Pairs with |a|^2 + |b|^2 - 2g < tau * (|a|^2 + |b|^2) are recomputed exactly.
+    na, nb: squared norms of the rows the product was taken on (A and B possibly shifted
+    by a common vector, which changes no distance).  Pairs with
+    |a|^2 + |b|^2 - 2g < tau * (|a|^2 + |b|^2) are recomputed exactly from A and B.
     Returns the number of recomputed pairs (a diagnostic for tests and benchmarks).
     """
-    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i, j
-    cdef double d2, s, d
+    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i
     cdef Py_ssize_t refined = 0
     if ma == 0 or mb == 0:
         return 0
     cdef const real_t *pa = &A[0, 0]
     cdef const real_t *pb = &B[0, 0]
+    cdef real_t *pg = &G[0, 0]
+    cdef const double *pnb = &nb[0]
     for i in prange(ma, nogil=True, schedule="static", num_threads=n_threads):
-        for j in range(mb):
-            s = na[i] + nb[j]
-            d2 = s - 2.0 * G[i, j]
-            if d2 < tau * s or not (d2 == d2) or isinf(s):
-                d = _euclidean(pa + i * K, pb + j * K, K)
-                refined += 1
-                G[i, j] = <real_t>(d * d if squared else d)
-            elif squared:
-                G[i, j] = <real_t>d2
-            else:
-                G[i, j] = <real_t>sqrt(d2)
+        if real_t is float:
+            refined += mmfs_fix_euclidean_f32(pg + i * mb, pa + i * K, pb, mb, K, na[i],
+                                              pnb, tau, squared)
+        else:
+            refined += mmfs_fix_euclidean_f64(pg + i * mb, pa + i * K, pb, mb, K, na[i],
+                                              pnb, tau, squared)
     return refined
 
 
 def fix_cosine(real_t[:, ::1] G, const real_t[:, ::1] A, const real_t[:, ::1] B,
                const double[::1] inva, const double[::1] invb, double tau, int n_threads):
     """Turn G = A @ B.T (in place) into cosine distances; close pairs recomputed exactly."""
-    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i, j
-    cdef double c
+    cdef Py_ssize_t ma = G.shape[0], mb = G.shape[1], K = A.shape[1], i
     cdef Py_ssize_t refined = 0
     if ma == 0 or mb == 0:
         return 0
     cdef const real_t *pa = &A[0, 0]
     cdef const real_t *pb = &B[0, 0]
+    cdef real_t *pg = &G[0, 0]
+    cdef const double *pib = &invb[0]
     for i in prange(ma, nogil=True, schedule="static", num_threads=n_threads):
-        for j in range(mb):
-            c = 1.0 - G[i, j] * inva[i] * invb[j]
-            if c < tau or not (c == c) or inva[i] == 0.0 or invb[j] == 0.0:
-                c = _cosine(pa + i * K, pb + j * K, K, inva[i], invb[j])
-                refined += 1
-            elif c > 2.0:
-                c = 2.0
-            G[i, j] = <real_t>c
+        if real_t is float:
+            refined += mmfs_fix_cosine_f32(pg + i * mb, pa + i * K, pb, mb, K, inva[i], pib,
+                                           tau)
+        else:
+            refined += mmfs_fix_cosine_f64(pg + i * mb, pa + i * K, pb, mb, K, inva[i], pib,
+                                           tau)
     return refined
 
 

@@ -5,6 +5,7 @@ def knn_direct(
     Q: np.ndarray,
     D: np.ndarray,
     p: float,
+    W: np.ndarray,
     invq: np.ndarray,
     invd: np.ndarray,
     offset: int,
@@ -25,5 +26,18 @@ def knn_gemm(
     heap_d: np.ndarray,
     heap_i: np.ndarray,
     heap_n: np.ndarray,
+    n_threads: int,
+) -> None: ...
+def pair_distances(
+    metric: int,
+    Q: np.ndarray,
+    D: np.ndarray,
+    p: float,
+    W: np.ndarray,
+    invq: np.ndarray,
+    invd: np.ndarray,
+    qi: np.ndarray,
+    di: np.ndarray,
+    out: np.ndarray,
     n_threads: int,
 ) -> None: ...

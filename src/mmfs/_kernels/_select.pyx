@@ -37,19 +37,23 @@ ctypedef fused real_t:
     double
 
 cdef extern from "mmfs_dense.h" nogil:
-    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_COSINE, MMFS_INNER
-    void mmfs_block_f32(int metric, const float *A, Py_ssize_t lda, Py_ssize_t ma,
-                        const float *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
-                        double p, const double *inva, const double *invb,
+    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_COSINE, MMFS_INNER, MMFS_MAHALANOBIS
+    ctypedef struct mmfs_metric_t:
+        int metric
+        double p
+        const double *w
+    void mmfs_block_f32(const mmfs_metric_t *mt, const float *A, Py_ssize_t lda,
+                        Py_ssize_t ma, const float *B, Py_ssize_t ldb, Py_ssize_t mb,
+                        Py_ssize_t K, const double *inva, const double *invb,
                         float *out, Py_ssize_t ldo)
-    void mmfs_block_f64(int metric, const double *A, Py_ssize_t lda, Py_ssize_t ma,
-                        const double *B, Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K,
-                        double p, const double *inva, const double *invb,
+    void mmfs_block_f64(const mmfs_metric_t *mt, const double *A, Py_ssize_t lda,
+                        Py_ssize_t ma, const double *B, Py_ssize_t ldb, Py_ssize_t mb,
+                        Py_ssize_t K, const double *inva, const double *invb,
                         double *out, Py_ssize_t ldo)
-    double mmfs_pair_f32(int metric, const float *a, const float *b, Py_ssize_t K,
-                         double p, double ia, double ib)
-    double mmfs_pair_f64(int metric, const double *a, const double *b, Py_ssize_t K,
-                         double p, double ia, double ib)
+    double mmfs_pair_f32(const mmfs_metric_t *mt, const float *a, const float *b,
+                         Py_ssize_t K, double ia, double ib, double *scratch)
+    double mmfs_pair_f64(const mmfs_metric_t *mt, const double *a, const double *b,
+                         Py_ssize_t K, double ia, double ib, double *scratch)
     Py_ssize_t mmfs_candidates_f32(const float *g, const double *c, Py_ssize_t n, double a,
                                    double b, double e, double thr, int32_t *hits)
     Py_ssize_t mmfs_candidates_f64(const double *g, const double *c, Py_ssize_t n, double a,
@@ -111,21 +115,31 @@ cdef inline bint heap_rejects(const double *hd, const int64_t *hi, int64_t n, Py
     return n == k and hd[0] == hd[0] and lower > hd[0]
 
 
-cdef inline void _block(int metric, const real_t *A, Py_ssize_t ma, const real_t *B,
-                        Py_ssize_t mb, Py_ssize_t K, double p, const double *inva,
+cdef inline void _block(const mmfs_metric_t *mt, const real_t *A, Py_ssize_t ma,
+                        const real_t *B, Py_ssize_t mb, Py_ssize_t K, const double *inva,
                         const double *invb, real_t *out, Py_ssize_t ldo) noexcept nogil:
     if real_t is float:
-        mmfs_block_f32(metric, A, K, ma, B, K, mb, K, p, inva, invb, out, ldo)
+        mmfs_block_f32(mt, A, K, ma, B, K, mb, K, inva, invb, out, ldo)
     else:
-        mmfs_block_f64(metric, A, K, ma, B, K, mb, K, p, inva, invb, out, ldo)
+        mmfs_block_f64(mt, A, K, ma, B, K, mb, K, inva, invb, out, ldo)
 
 
-cdef inline double _pair(int metric, const real_t *a, const real_t *b, Py_ssize_t K,
-                         double p, double ia, double ib) noexcept nogil:
+cdef inline double _pair(const mmfs_metric_t *mt, const real_t *a, const real_t *b,
+                         Py_ssize_t K, double ia, double ib,
+                         double *scratch) noexcept nogil:
+    """One exact distance, rounded to the input precision like every stored distance."""
     if real_t is float:
-        return <float>mmfs_pair_f32(metric, a, b, K, p, ia, ib)
+        return <float>mmfs_pair_f32(mt, a, b, K, ia, ib, scratch)
     else:
-        return mmfs_pair_f64(metric, a, b, K, p, ia, ib)
+        return mmfs_pair_f64(mt, a, b, K, ia, ib, scratch)
+
+
+cdef mmfs_metric_t _metric(int metric, double p, const double[::1] W) noexcept:
+    cdef mmfs_metric_t mt
+    mt.metric = metric
+    mt.p = p
+    mt.w = &W[0] if W.shape[0] > 0 else NULL
+    return mt
 
 
 cdef inline Py_ssize_t _candidates(const real_t *g, const double *c, Py_ssize_t n, double a,
@@ -137,8 +151,8 @@ cdef inline Py_ssize_t _candidates(const real_t *g, const double *c, Py_ssize_t 
         return mmfs_candidates_f64(g, c, n, a, b, e, thr, hits)
 
 
-cdef void _scan(int metric, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
-                const real_t *D, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K, double p,
+cdef void _scan(const mmfs_metric_t *mt, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
+                const real_t *D, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K,
                 const double *invq, const double *invd, int64_t offset,
                 double *hd, int64_t *hi, int64_t *hn, Py_ssize_t k,
                 real_t *buf) noexcept nogil:
@@ -153,7 +167,7 @@ cdef void _scan(int metric, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
             nq = min(QROWS, q1 - qa)
             iq = (invq + qa) if invq != NULL else NULL
             idd = (invd + ra) if invd != NULL else NULL
-            _block(metric, Q + qa * K, nq, D + ra * K, nr, K, p, iq, idd, buf, ROWS)
+            _block(mt, Q + qa * K, nq, D + ra * K, nr, K, iq, idd, buf, ROWS)
             for a in range(nq):
                 for b in range(nr):
                     d = buf[a * ROWS + b]
@@ -164,7 +178,8 @@ cdef void _scan(int metric, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
 
 
 def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, double p,
-               const double[::1] invq, const double[::1] invd, int64_t offset,
+               const double[::1] W, const double[::1] invq, const double[::1] invd,
+               int64_t offset,
                double[:, ::1] heap_d, int64_t[:, ::1] heap_i, int64_t[::1] heap_n,
                int n_threads):
     """Offer every (query, row of D) pair to the query heaps; rows are numbered from offset."""
@@ -178,6 +193,7 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
     cdef int64_t *thn
     if m == 0 or n == 0 or k == 0:
         return
+    cdef mmfs_metric_t mt = _metric(metric, p, W)
     if invq.shape[0] > 0:
         pq = &invq[0]
         pd = &invd[0]
@@ -193,7 +209,7 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
             # Many queries: each block of queries, and so each heap, has one owner.
             for t in prange(nqb, nogil=True, schedule="dynamic", num_threads=nt):
                 tid = threadid()
-                _scan(metric, pQ, t * QROWS, min(m, (t + 1) * QROWS), pD, 0, n, K, p,
+                _scan(&mt, pQ, t * QROWS, min(m, (t + 1) * QROWS), pD, 0, n, K,
                       pq, pd, offset, &heap_d[0, 0], &heap_i[0, 0], &heap_n[0], k,
                       bufs + tid * QROWS * ROWS)
             return
@@ -214,7 +230,7 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
                 r0 = t * chunk
                 r1 = min(n, r0 + chunk)
                 if r0 < r1:
-                    _scan(metric, pQ, 0, m, pD, r0, r1, K, p, pq, pd, offset,
+                    _scan(&mt, pQ, 0, m, pD, r0, r1, K, pq, pd, offset,
                           thd + t * m * k, thi + t * m * k, thn + t * m, k,
                           bufs + t * QROWS * ROWS)
             with nogil:
@@ -274,6 +290,7 @@ def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
     cdef const real_t *pD = &D[0, 0]
     cdef const double *pc = &c[0]
     cdef bint cos = metric == MMFS_COSINE
+    cdef mmfs_metric_t mt = _metric(metric, 0.0, np.empty(0))
     for q in prange(m, nogil=True, schedule="static", num_threads=max(1, n_threads)):
         hd = &heap_d[q, 0]
         hi = &heap_i[q, 0]
@@ -296,6 +313,12 @@ def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
             e = -2.0
             alpha = (1.0 - gamma) * qv
         done = 0
+        while done < n and hn[0] < k:
+            # Until the heap is full every row goes in, whatever its bound (even NaN).
+            d = _pair(&mt, pQ + q * K, pD + done * K, K, qv if cos else 0.0,
+                      pc[done] if cos else 0.0, NULL)
+            heap_push(hd, hi, hn, k, d, offset + done)
+            done = done + 1
         while done < n:
             top = _top(hd, hn, k)
             thr = top * top if (metric == MMFS_EUCLIDEAN and top < INFINITY) else top
@@ -303,7 +326,35 @@ def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
                              thr - alpha, hits)
             for h in range(nh):
                 j = done + hits[h]
-                d = _pair(metric, pQ + q * K, pD + j * K, K, 0.0,
-                          qv if cos else 0.0, pc[j] if cos else 0.0)
+                d = _pair(&mt, pQ + q * K, pD + j * K, K, qv if cos else 0.0,
+                          pc[j] if cos else 0.0, NULL)
                 heap_push(hd, hi, hn, k, d, offset + j)
             done = done + 64
+
+
+def pair_distances(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, double p,
+                   const double[::1] W, const double[::1] invq, const double[::1] invd,
+                   const int64_t[::1] qi, const int64_t[::1] di, real_t[::1] out,
+                   int n_threads):
+    """out[t] = dist(Q[qi[t]], D[di[t]]) exactly, for a list of candidate pairs."""
+    cdef Py_ssize_t n = qi.shape[0], K = Q.shape[1], t
+    cdef double *scratch
+    cdef double ia, ib
+    if n == 0:
+        return
+    cdef mmfs_metric_t mt = _metric(metric, p, W)
+    cdef bint cos = invq.shape[0] > 0
+    cdef int nt = max(1, n_threads)
+    cdef double *buf = <double *> malloc(nt * max(1, K) * sizeof(double))
+    if buf == NULL:
+        raise MemoryError("pair_distances scratch")
+    cdef const real_t *pQ = &Q[0, 0]
+    cdef const real_t *pD = &D[0, 0]
+    try:
+        for t in prange(n, nogil=True, schedule="static", num_threads=nt):
+            scratch = buf + threadid() * max(1, K)
+            ia = invq[qi[t]] if cos else 0.0
+            ib = invd[di[t]] if cos else 0.0
+            out[t] = <real_t>_pair(&mt, pQ + qi[t] * K, pD + di[t] * K, K, ia, ib, scratch)
+    finally:
+        free(buf)

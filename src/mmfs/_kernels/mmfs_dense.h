@@ -39,6 +39,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MMFS_NO_CLONES)
 #define MMFS_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -57,8 +58,17 @@ enum {
     MMFS_COSINE = 5,
     MMFS_INNER = 6, /* negative dot product: smaller is closer */
     MMFS_HAMMING = 7,
-    MMFS_JACCARD = 8
+    MMFS_JACCARD = 8,
+    MMFS_SEUCLIDEAN = 9,  /* w: 1/V, K weights */
+    MMFS_MAHALANOBIS = 10 /* w: S = sym(VI), K*K row-major; needs K doubles of scratch */
 };
+
+/* A metric and its parameters, as the kernels receive it. */
+typedef struct {
+    int metric;
+    double p;        /* minkowski exponent */
+    const double *w; /* seuclidean weights or the mahalanobis matrix (see above) */
+} mmfs_metric_t;
 
 /* |a-b|_p computed without overflow or underflow: m * (sum (|d|/m)^p)^(1/p). */
 #define MMFS_SCALED(T, SFX)                                                                  \
@@ -145,8 +155,12 @@ MMFS_SCALED(double, f64)
                            for (int e = 1; e < ip; e++) t *= d; acc[0] += t;)               \
             for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
         } else {                                                                             \
+            /* powf dominates the cost here, so the sum may as well be in double. */        \
             T tp = (T)p;                                                                     \
-            for (Py_ssize_t i = 0; i < K; i++) s += POW(ABS(a[i] - b[i]), tp);             \
+            double s2 = 0.0;                                                                 \
+            for (Py_ssize_t i = 0; i < K; i++) s2 += (double)POW(ABS(a[i] - b[i]), tp);     \
+            if (s2 >= (LO) && !isinf(s2) && s2 < 1e300) return pow(s2, 1.0 / p);            \
+            return mmfs_scaled_norm_##SFX(a, b, K, p);                                       \
         }                                                                                    \
         if (s >= (T)(LO) && !isinf(s)) return pow((double)s, 1.0 / p);                      \
         return mmfs_scaled_norm_##SFX(a, b, K, p);                                           \
@@ -155,7 +169,54 @@ MMFS_SCALED(double, f64)
         MMFS_LANE_LOOP(T, acc, K, acc[j] += a[i + j] * b[i + j];, acc[0] += a[i] * b[i];)   \
         T s = 0;                                                                             \
         for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
-        return (double)s;                                                                    \
+        if (!isinf(s) && s == s) return (double)s;                                           \
+        /* Overflow (or inf - inf) on the way: redo in double, scaled by the largest      */ \
+        /* |a_i| and |b_i| so that a true value beyond double's range becomes +-inf.      */ \
+        double ma = 0.0, mb = 0.0, t = 0.0;                                                  \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            double x = fabs((double)a[i]), y = fabs((double)b[i]);                           \
+            if (x != x || y != y || isinf(x) || isinf(y)) return (double)s;                  \
+            ma = x > ma ? x : ma;                                                            \
+            mb = y > mb ? y : mb;                                                            \
+        }                                                                                    \
+        for (Py_ssize_t i = 0; i < K; i++) t += ((double)a[i] / ma) * ((double)b[i] / mb);   \
+        return t * ma * mb;                                                                  \
+    }                                                                                        \
+    static inline double mmfs_seuclidean_##SFX(const T *a, const T *b, Py_ssize_t K,        \
+                                               const double *w) {                            \
+        MMFS_LANE_LOOP(double, acc, K, double d = (double)a[i + j] - (double)b[i + j];      \
+                       acc[j] += d * d * w[i + j];,                                          \
+                       double d = (double)a[i] - (double)b[i]; acc[0] += d * d * w[i];)     \
+        double s = 0;                                                                        \
+        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        if (s >= 1.0e-270 && s <= 1.0e300) return sqrt(s);                                  \
+        if (s != s) return NAN;                                                              \
+        double m = 0.0, t = 0.0;                                                             \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            double d = fabs((double)a[i] - (double)b[i]) * sqrt(w[i]);                       \
+            m = d > m ? d : m;                                                               \
+        }                                                                                    \
+        if (m == 0.0 || isinf(m)) return m;                                                  \
+        for (Py_ssize_t i = 0; i < K; i++) {                                                 \
+            double d = fabs((double)a[i] - (double)b[i]) * sqrt(w[i]) / m;                   \
+            t += d * d;                                                                      \
+        }                                                                                    \
+        return m * sqrt(t);                                                                  \
+    }                                                                                        \
+    /* sqrt((a-b)^T S (a-b)); NaN where the form is negative (S not PSD), as scipy. */      \
+    static inline double mmfs_mahalanobis_##SFX(const T *a, const T *b, Py_ssize_t K,       \
+                                                const double *S, double *delta) {            \
+        for (Py_ssize_t i = 0; i < K; i++) delta[i] = (double)a[i] - (double)b[i];           \
+        double q = 0.0;                                                                      \
+        for (Py_ssize_t r = 0; r < K; r++) {                                                 \
+            const double *row = S + r * K;                                                   \
+            MMFS_LANE_LOOP(double, acc, K, acc[j] += row[i + j] * delta[i + j];,            \
+                           acc[0] += row[i] * delta[i];)                                     \
+            double y = 0.0;                                                                  \
+            for (int j = 0; j < MMFS_LANES; j++) y += acc[j];                                \
+            q += delta[r] * y;                                                               \
+        }                                                                                    \
+        return q >= 0.0 ? sqrt(q) : NAN;                                                     \
     }                                                                                        \
     /* ia, ib: 1/|a| and 1/|b| (0 for a zero vector). */                                     \
     static inline double mmfs_cosine_##SFX(const T *a, const T *b, Py_ssize_t K, double ia, \
@@ -189,37 +250,50 @@ MMFS_SCALED(double, f64)
         for (Py_ssize_t i = 0; i < K; i++) {                                                 \
             T x = a[i], y = b[i];                                                            \
             if (x != x || y != y) return NAN;                                                \
-            int any = (x != 0) | (y != 0);                                                  \
-            nz += any;                                                                       \
-            ne += any & (x != y);                                                            \
+            /* scipy >= 1.15: rows are sets of their nonzero positions */                  \
+            nz += (x != 0) | (y != 0);                                                       \
+            ne += (x != 0) ^ (y != 0);                                                       \
         }                                                                                    \
         return nz ? (double)ne / (double)nz : 0.0;                                           \
     }                                                                                        \
-    static inline double mmfs_pair_##SFX(int metric, const T *a, const T *b, Py_ssize_t K,  \
-                                         double p, double ia, double ib) {                   \
-        switch (metric) {                                                                    \
+    /* scratch: K doubles, used by mahalanobis only. */                                    \
+    static inline double mmfs_pair_##SFX(const mmfs_metric_t *mt, const T *a, const T *b,   \
+                                         Py_ssize_t K, double ia, double ib,                 \
+                                         double *scratch) {                                  \
+        switch (mt->metric) {                                                                \
         case MMFS_SQEUCLIDEAN: return mmfs_sqeuclidean_##SFX(a, b, K);                       \
         case MMFS_EUCLIDEAN: return mmfs_euclidean_##SFX(a, b, K);                           \
         case MMFS_CITYBLOCK: return mmfs_cityblock_##SFX(a, b, K);                           \
         case MMFS_CHEBYSHEV: return mmfs_chebyshev_##SFX(a, b, K);                           \
-        case MMFS_MINKOWSKI: return mmfs_minkowski_##SFX(a, b, K, p);                        \
+        case MMFS_MINKOWSKI: return mmfs_minkowski_##SFX(a, b, K, mt->p);                    \
         case MMFS_COSINE: return mmfs_cosine_##SFX(a, b, K, ia, ib);                         \
         case MMFS_INNER: return -mmfs_dot_##SFX(a, b, K);                                    \
         case MMFS_HAMMING: return mmfs_hamming_##SFX(a, b, K);                               \
+        case MMFS_SEUCLIDEAN: return mmfs_seuclidean_##SFX(a, b, K, mt->w);                  \
+        case MMFS_MAHALANOBIS: return mmfs_mahalanobis_##SFX(a, b, K, mt->w, scratch);       \
         default: return mmfs_jaccard_##SFX(a, b, K);                                         \
         }                                                                                    \
     }                                                                                        \
     /* out[i*ldo + j] = dist(A[i], B[j]) for a ma x mb tile.  The switch sits outside the  */ \
     /* loops so each metric's inner loop is inlined and vectorised.                       */ \
     MMFS_DISPATCH static void mmfs_block_##SFX(                                              \
-        int metric, const T *A, Py_ssize_t lda, Py_ssize_t ma, const T *B, Py_ssize_t ldb,  \
-        Py_ssize_t mb, Py_ssize_t K, double p, const double *inva, const double *invb,      \
-        T *out, Py_ssize_t ldo) {                                                            \
+        const mmfs_metric_t *mt, const T *A, Py_ssize_t lda, Py_ssize_t ma, const T *B,     \
+        Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K, const double *inva,                    \
+        const double *invb, T *out, Py_ssize_t ldo) {                                        \
+        double *scratch = NULL;                                                              \
+        if (mt->metric == MMFS_MAHALANOBIS) {                                                \
+            scratch = (double *)malloc((size_t)(K > 0 ? K : 1) * sizeof(double));            \
+            if (scratch == NULL) { /* cannot happen for sane K; never write garbage */       \
+                for (Py_ssize_t r = 0; r < ma; r++)                                          \
+                    for (Py_ssize_t c = 0; c < mb; c++) out[r * ldo + c] = (T)NAN;           \
+                return;                                                                      \
+            }                                                                                \
+        }                                                                                    \
         for (Py_ssize_t r = 0; r < ma; r++) {                                                \
             const T *a = A + r * lda;                                                        \
             T *o = out + r * ldo;                                                            \
             double ia = inva ? inva[r] : 0.0;                                                \
-            switch (metric) {                                                                \
+            switch (mt->metric) {                                                            \
             case MMFS_SQEUCLIDEAN:                                                           \
                 for (Py_ssize_t c = 0; c < mb; c++)                                          \
                     o[c] = (T)mmfs_sqeuclidean_##SFX(a, B + c * ldb, K);                     \
@@ -244,11 +318,16 @@ MMFS_SCALED(double, f64)
                 for (Py_ssize_t c = 0; c < mb; c++)                                          \
                     o[c] = (T)mmfs_cosine_##SFX(a, B + c * ldb, K, ia, invb[c]);             \
                 break;                                                                       \
+            case MMFS_SEUCLIDEAN:                                                            \
+                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                    o[c] = (T)mmfs_seuclidean_##SFX(a, B + c * ldb, K, mt->w);               \
+                break;                                                                       \
             default:                                                                         \
                 for (Py_ssize_t c = 0; c < mb; c++)                                          \
-                    o[c] = (T)mmfs_pair_##SFX(metric, a, B + c * ldb, K, p, 0.0, 0.0);       \
+                    o[c] = (T)mmfs_pair_##SFX(mt, a, B + c * ldb, K, 0.0, 0.0, scratch);     \
             }                                                                                \
         }                                                                                    \
+        free(scratch);                                                                       \
     }
 
 /* Below LO a float sum of squares may have lost digits to underflow: recompute. */
@@ -289,6 +368,72 @@ MMFS_PAIRS(double, f64, 1.0e-270, fabs, pow, uint64_t)
 
 MMFS_NORMS(float, f32)
 MMFS_NORMS(double, f64)
+
+/* Fix-up of one row of G = A @ B.T into distances, in two passes: a branch-free pass
+ * that vectorises, and a rare second pass that recomputes exactly the pairs the product
+ * may have got wrong (small relative to the norms, NaN, or rows with infinite norms).
+ * Returns the number of recomputed pairs. */
+#define MMFS_FIX(T, SFX)                                                                     \
+    MMFS_DISPATCH static Py_ssize_t mmfs_fix_euclidean_##SFX(                                \
+        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double na,               \
+        const double *nb, double tau, int squared) {                                         \
+        Py_ssize_t redo = 0;                                                                 \
+        double d2[64];                                                                       \
+        for (Py_ssize_t j0 = 0; j0 < mb; j0 += 64) {                                         \
+            Py_ssize_t n = mb - j0 < 64 ? mb - j0 : 64;                                      \
+            int any = 0;                                                                     \
+            for (Py_ssize_t j = 0; j < n; j++) {                                             \
+                double s = na + nb[j0 + j];                                                  \
+                d2[j] = s - 2.0 * (double)g[j0 + j];                                         \
+                any |= !(d2[j] >= tau * s) | !(s <= 1.0e300);                                \
+            }                                                                                \
+            if (any) {                                                                       \
+                for (Py_ssize_t j = 0; j < n; j++) {                                         \
+                    double s = na + nb[j0 + j];                                              \
+                    if (!(d2[j] >= tau * s) || !(s <= 1.0e300)) {                            \
+                        d2[j] = mmfs_sqeuclidean_##SFX(a, B + (j0 + j) * K, K);               \
+                        redo++;                                                              \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+            if (squared)                                                                     \
+                for (Py_ssize_t j = 0; j < n; j++) g[j0 + j] = (T)d2[j];                     \
+            else                                                                             \
+                for (Py_ssize_t j = 0; j < n; j++) g[j0 + j] = (T)sqrt(d2[j]);               \
+        }                                                                                    \
+        return redo;                                                                         \
+    }                                                                                        \
+    /* ia: 1/|a|; ib[j]: 1/|b_j| (0 for zero rows, NaN for rows with NaN or inf). */        \
+    MMFS_DISPATCH static Py_ssize_t mmfs_fix_cosine_##SFX(                                   \
+        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double ia,               \
+        const double *ib, double tau) {                                                      \
+        Py_ssize_t redo = 0;                                                                 \
+        double c[64];                                                                        \
+        for (Py_ssize_t j0 = 0; j0 < mb; j0 += 64) {                                         \
+            Py_ssize_t n = mb - j0 < 64 ? mb - j0 : 64;                                      \
+            int any = 0;                                                                     \
+            for (Py_ssize_t j = 0; j < n; j++) {                                             \
+                double w = ia * ib[j0 + j];                                                  \
+                c[j] = 1.0 - (double)g[j0 + j] * w;                                          \
+                any |= !(c[j] >= tau) | !(w > 0.0);                                          \
+                c[j] = c[j] < 2.0 ? c[j] : 2.0;                                              \
+            }                                                                                \
+            if (any) {                                                                       \
+                for (Py_ssize_t j = 0; j < n; j++) {                                         \
+                    double w = ia * ib[j0 + j];                                              \
+                    if (!(c[j] >= tau) || !(w > 0.0)) {                                      \
+                        c[j] = mmfs_cosine_##SFX(a, B + (j0 + j) * K, K, ia, ib[j0 + j]);     \
+                        redo++;                                                              \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+            for (Py_ssize_t j = 0; j < n; j++) g[j0 + j] = (T)c[j];                          \
+        }                                                                                    \
+        return redo;                                                                         \
+    }
+
+MMFS_FIX(float, f32)
+MMFS_FIX(double, f64)
 
 /* Candidate filter of the GEMM route of knn.  Writes to hits the j in [0, n) with
  *     c[j] * (a + b * g[j]) + e * g[j] <= thr
