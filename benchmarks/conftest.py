@@ -1,0 +1,475 @@
+"""Shared machinery for the mmfs benchmarks (pytest-benchmark).
+
+Size switch: ``MMFS_BENCH_SIZE=small`` (default; the whole run takes seconds, which is what
+CI runs with ``--benchmark-disable``) or ``MMFS_BENCH_SIZE=full`` (the sizes we report in
+``benchmarks/RESULTS.md``).
+
+Every comparison is one pytest-benchmark *group*: the peers and mmfs are separate tests in
+the same group, so ``--benchmark-group-by=group`` shows them side by side.  Each test
+records its time in the session :class:`Harness`; at the end of the session a markdown
+table of ratios (peer time / mmfs time, so > 1 means mmfs is faster) with the issue's
+targets is printed (``pytest_terminal_summary``), ready to paste into RESULTS.md.
+
+Times are the pytest-benchmark median.  With ``--benchmark-disable`` the fixture calls each
+function once and the table shows that single, un-warmed call (indicative only).
+
+A peer that is too slow to run at full size (scipy's loops over pairs) is timed on a slice
+of rows of XA and extrapolated: ``t_full = t_fixed + (t_slice - t_fixed) * rows / slice``,
+where ``t_fixed`` (input conversion, output allocation) is measured with an empty XA.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+SIZE_ENV = "MMFS_BENCH_SIZE"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Problem sizes for one value of MMFS_BENCH_SIZE."""
+
+    # cdist: (cd_a x dim) against (cd_b x dim)
+    cd_a: int
+    cd_b: int
+    dim: int
+    # scipy is timed on this many rows of XA per metric (then extrapolated)
+    scipy_rows: dict[str, int]
+    # knn: one query (and knn_many queries) against (knn_n x dim)
+    knn_n: int
+    knn_many: int
+    # high-dimensional cdist: (hd_a x hd_dim) against (hd_b x hd_dim)
+    hd_a: int
+    hd_b: int
+    hd_dim: int
+    hd_scipy_rows: int
+
+
+# Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
+_FULL_SCIPY_ROWS = {
+    "euclidean": 50,
+    "sqeuclidean": 50,
+    "cosine": 50,
+    "cityblock": 50,
+    "chebyshev": 40,
+    "minkowski": 4,
+    "seuclidean": 50,
+    "mahalanobis": 2,
+    "hamming": 50,
+    "jaccard": 20,
+}
+
+SIZES = {
+    "small": Sizes(
+        cd_a=100,
+        cd_b=4_000,
+        dim=128,
+        scipy_rows={name: max(2, rows // 5) for name, rows in _FULL_SCIPY_ROWS.items()},
+        knn_n=50_000,
+        knn_many=50,
+        hd_a=20,
+        hd_b=1_000,
+        hd_dim=1_000,
+        hd_scipy_rows=5,
+    ),
+    "full": Sizes(
+        cd_a=1_000,
+        cd_b=100_000,
+        dim=128,
+        scipy_rows=_FULL_SCIPY_ROWS,
+        knn_n=1_000_000,
+        knn_many=1_000,
+        hd_a=100,
+        hd_b=10_000,
+        hd_dim=10_000,
+        hd_scipy_rows=10,
+    ),
+}
+
+
+def size_name() -> str:
+    name = os.environ.get(SIZE_ENV, "small").strip().lower() or "small"
+    if name not in SIZES:
+        raise pytest.UsageError(f"{SIZE_ENV} must be one of {sorted(SIZES)}, got {name!r}")
+    return name
+
+
+# --------------------------------------------------------------------------------------
+# Targets and the per-session record
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target on ``speedup = peer time / mmfs time``: PASS when speedup >= minimum."""
+
+    minimum: float
+    text: str
+
+    def check(self, speedup: float) -> bool:
+        return speedup >= self.minimum
+
+
+# The issue's targets, by the key a test passes to Harness.run(target=...).
+TARGETS = {
+    "3x": Target(3.0, "mmfs >= 3x faster"),
+    "as_fast": Target(1.0, "mmfs at least as fast"),
+    "faster": Target(1.0, "mmfs faster"),
+    "floor": Target(1 / 1.1, "mmfs <= 1.1x floor"),
+}
+
+
+@dataclass
+class Entry:
+    group: str
+    impl: str
+    seconds: float  # full-size equivalent (extrapolated for sliced peers)
+    measured: float  # what was actually timed (the slice, for sliced peers)
+    rounds: int
+    note: str = ""
+    target: Target | None = None
+    peak_rss: int | None = None  # bytes above the RSS before the call
+    peak_traced: int | None = None  # tracemalloc peak (numpy + Python allocations)
+
+
+@dataclass
+class Harness:
+    """Runs one benchmark per test and keeps every result for the summary table."""
+
+    size: str
+    sizes: Sizes
+    entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    disabled: bool = False
+
+    def run(
+        self,
+        benchmark: Any,
+        group: str,
+        impl: str,
+        fn: Callable[[], Any],
+        *,
+        target: str | None = None,
+        note: str = "",
+        scale: tuple[int, int, Callable[[], Any]] | None = None,
+    ) -> Any:
+        """Benchmark ``fn`` as ``impl`` in ``group``; return its (last) result.
+
+        ``target`` (a key of TARGETS) belongs to a peer: it is checked against the mmfs
+        entry of the group.
+        ``scale=(slice_rows, full_rows, empty_call)`` marks a peer timed on a slice.
+        """
+        times: list[float] = []
+
+        def timed() -> Any:
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+            return out
+
+        benchmark.group = group
+        result = benchmark(timed)
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None:
+            measured = float(stats.stats.median)
+            rounds = int(stats.stats.rounds)
+        else:
+            self.disabled = True
+            measured = statistics.median(times)
+            rounds = len(times)
+        seconds = measured
+        info: dict[str, Any] = {"impl": impl, "size": self.size}
+        if scale is not None:
+            rows, full_rows, empty_call = scale
+            fixed = _median_time(empty_call, 1 if self.disabled else 3)
+            seconds = fixed + max(0.0, measured - fixed) * full_rows / rows
+            note = (note + "; " if note else "") + (
+                f"timed on {rows} of {full_rows} rows, extrapolated (fixed {fixed:.3f} s)"
+            )
+            info.update(
+                slice_rows=rows, full_rows=full_rows, slice_median_s=measured, fixed_s=fixed
+            )
+        info["seconds_full_equivalent"] = seconds
+        if target is not None:
+            info["target"] = target
+        entry = Entry(
+            group,
+            impl,
+            seconds,
+            measured,
+            rounds,
+            note,
+            None if target is None else TARGETS[target],
+        )
+        self.entries.setdefault(group, {})[impl] = entry
+        # Ratios against whatever is already recorded in the group (mmfs runs last).
+        ref = self.entries[group].get("mmfs")
+        if ref is not None:
+            for other in self.entries[group].values():
+                if other.impl != "mmfs" and ref.seconds > 0:
+                    info[f"speedup_vs_{other.impl}"] = other.seconds / ref.seconds
+        benchmark.extra_info.update(info)
+        return result
+
+    def memory(self, benchmark: Any, group: str, impl: str, fn: Callable[[], Any]) -> None:
+        """Peak memory of one extra call of ``fn`` (outside the timed rounds)."""
+        peak_rss, peak_traced = peak_memory(fn)
+        entry = self.entries[group][impl]
+        entry.peak_rss, entry.peak_traced = peak_rss, peak_traced
+        benchmark.extra_info.update(peak_rss_bytes=peak_rss, peak_traced_bytes=peak_traced)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------
+# Peak memory (STYLE item 8): RSS high-water mark, and tracemalloc for numpy's allocations
+# --------------------------------------------------------------------------------------
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+def peak_memory(fn: Callable[[], Any]) -> tuple[int, int]:
+    """(peak RSS above the RSS before the call, tracemalloc peak) of ``fn()``, in bytes.
+
+    RSS counts every allocator (BLAS buffers, faiss, OpenMP stacks); tracemalloc counts
+    numpy's and Python's allocations only.  Where the kernel's peak-RSS counter cannot be
+    reset, a thread samples psutil's RSS every millisecond instead.
+    """
+    gc.collect()
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    exact = _reset_hwm()
+    peak = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            stop.wait(0.001)
+
+    sampler = None if exact else threading.Thread(target=sample, daemon=True)
+    if sampler is not None:
+        sampler.start()
+    tracemalloc.start()
+    try:
+        out = fn()
+        _, traced = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        stop.set()
+        if sampler is not None:
+            sampler.join()
+    del out
+    if exact:
+        hwm = _status_kib("VmHWM")
+        peak[0] = max(peak[0], (hwm or 0) * 1024)
+    return max(0, peak[0] - before), traced
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------
+
+_HARNESS: Harness | None = None
+
+
+def _harness() -> Harness:
+    global _HARNESS
+    if _HARNESS is None:
+        name = size_name()
+        _HARNESS = Harness(name, SIZES[name])
+    return _HARNESS
+
+
+@pytest.fixture(scope="session")
+def harness() -> Harness:
+    return _harness()
+
+
+@pytest.fixture(scope="session")
+def sizes() -> Sizes:
+    return _harness().sizes
+
+
+@dataclass(frozen=True)
+class CdistData:
+    A: np.ndarray  # (cd_a, dim) float32
+    B: np.ndarray  # (cd_b, dim) float32
+    Abool: np.ndarray  # A > 0
+    Bbool: np.ndarray  # B > 0
+    V: np.ndarray  # per-feature variances of A and B stacked (scipy's default)
+    VI: np.ndarray  # inverse covariance of A and B stacked (scipy's default)
+
+
+@pytest.fixture(scope="session")
+def cdist_data(sizes: Sizes) -> CdistData:
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((sizes.cd_a, sizes.dim), dtype=np.float32)
+    B = rng.standard_normal((sizes.cd_b, sizes.dim), dtype=np.float32)
+    X = np.vstack([A, B]).astype(np.float64)
+    V = np.var(X, axis=0, ddof=1)
+    VI = np.linalg.inv(np.cov(X.T)).T
+    return CdistData(A, B, A > 0, B > 0, V, VI)
+
+
+@dataclass(frozen=True)
+class KnnData:
+    data: np.ndarray  # (knn_n, dim) float32, C-contiguous
+    query: np.ndarray  # (1, dim)
+    queries: np.ndarray  # (knn_many, dim)
+
+
+@pytest.fixture(scope="session")
+def knn_data(sizes: Sizes) -> KnnData:
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((sizes.knn_n, sizes.dim), dtype=np.float32)
+    query = rng.standard_normal((1, sizes.dim), dtype=np.float32)
+    queries = rng.standard_normal((sizes.knn_many, sizes.dim), dtype=np.float32)
+    return KnnData(data, query, queries)
+
+
+@dataclass(frozen=True)
+class HighDimData:
+    A: np.ndarray  # (hd_a, hd_dim) float32
+    B: np.ndarray  # (hd_b, hd_dim) float32
+
+
+@pytest.fixture(scope="session")
+def highdim_data(sizes: Sizes) -> HighDimData:
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((sizes.hd_a, sizes.hd_dim), dtype=np.float32)
+    B = rng.standard_normal((sizes.hd_b, sizes.hd_dim), dtype=np.float32)
+    return HighDimData(A, B)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    size_name()  # fail early on a bad MMFS_BENCH_SIZE
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    import mmfs
+
+    lines = [f"mmfs benchmarks: {SIZE_ENV}={size_name()}", f"mmfs {mmfs.__version__}"]
+    lines.append(f"cpus: {os.cpu_count()} ({platform.processor() or platform.machine()})")
+    # Which build of the kernels is measured (they are rebuilt in place while tuning).
+    from mmfs._kernels import __file__ as kernels_init
+
+    kdir = os.path.dirname(kernels_init)
+    for so in sorted(f for f in os.listdir(kdir) if f.startswith("_dense") and f.endswith(".so")):
+        stamp = time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(os.path.join(kdir, so)))
+        )
+        lines.append(f"kernels: {so} built {stamp}")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for lib in threadpool_info():
+            lines.append(
+                f"threadpool: {lib.get('internal_api')} {lib.get('version')} "
+                f"threads={lib.get('num_threads')} {os.path.basename(lib.get('filepath', ''))}"
+            )
+    except ImportError:  # pragma: no cover - threadpoolctl is in the bench group
+        pass
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# The summary table
+# --------------------------------------------------------------------------------------
+
+
+def _fmt_s(x: float) -> str:
+    if x >= 100:
+        return f"{x:.0f} s"
+    if x >= 1:
+        return f"{x:.2f} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x * 1e6:.0f} µs"
+
+
+def _fmt_mib(x: int | None) -> str:
+    return "" if x is None else f"{x / 2**20:.0f}"
+
+
+def summary_lines(h: Harness) -> list[str]:
+    lines = []
+    mode = "single un-warmed call (--benchmark-disable)" if h.disabled else "median"
+    lines.append(f"mmfs ratio table (MMFS_BENCH_SIZE={h.size}; time = {mode};")
+    lines.append("speedup = peer time / mmfs time, > 1 means mmfs is faster)")
+    lines.append("")
+    lines.append(
+        "| group | impl | time | speedup | target | result | peak RSS MiB | traced MiB | note |"
+    )
+    lines.append("|---|---|---:|---:|---|---|---:|---:|---|")
+    n_pass = n_fail = 0
+    for group, entries in h.entries.items():
+        ref = entries.get("mmfs")
+        for e in sorted(entries.values(), key=lambda e: e.impl == "mmfs"):
+            speed = target = verdict = ""
+            if e.impl != "mmfs" and ref is not None and ref.seconds > 0:
+                ratio = e.seconds / ref.seconds
+                speed = f"{ratio:.2f}"
+                if e.target is not None:
+                    target = e.target.text
+                    ok = e.target.check(ratio)
+                    verdict = "PASS" if ok else "FAIL"
+                    n_pass += ok
+                    n_fail += not ok
+            lines.append(
+                f"| {group} | {e.impl} | {_fmt_s(e.seconds)} | {speed} | {target} | {verdict} "
+                f"| {_fmt_mib(e.peak_rss)} | {_fmt_mib(e.peak_traced)} | {e.note} |"
+            )
+    lines.append("")
+    lines.append(f"targets: {n_pass} PASS, {n_fail} FAIL")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _HARNESS is None or not _HARNESS.entries:
+        return
+    terminalreporter.section("mmfs benchmark ratios")
+    for line in summary_lines(_HARNESS):
+        terminalreporter.write_line(line)
+    path = os.environ.get("MMFS_BENCH_TABLE")
+    if path:
+        with open(path, "a") as f:
+            f.write("\n".join(summary_lines(_HARNESS)) + "\n\n")
