@@ -151,30 +151,59 @@ cdef inline Py_ssize_t _candidates(const real_t *g, const double *c, Py_ssize_t 
         return mmfs_candidates_f64(g, c, n, a, b, e, thr, hits)
 
 
+cdef inline double _top(const double *hd, const int64_t *hn, Py_ssize_t k) noexcept nogil:
+    """The distance a row must beat to enter a heap (inf while it is not full)."""
+    if hn[0] < k or hd[0] != hd[0]:
+        return INFINITY
+    return hd[0]
+
+
 cdef void _scan(const mmfs_metric_t *mt, const real_t *Q, Py_ssize_t q0, Py_ssize_t q1,
                 const real_t *D, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t K,
                 const double *invq, const double *invd, int64_t offset,
                 double *hd, int64_t *hi, int64_t *hn, Py_ssize_t k,
                 real_t *buf) noexcept nogil:
-    """Push dist(Q[q], D[r]) for q in [q0, q1), r in [r0, r1) into heaps q0.. (tiled)."""
+    """Push dist(Q[q], D[r]) for q in [q0, q1), r in [r0, r1) into heaps q0.. (tiled).
+
+    Euclidean tiles are computed squared (no square root per row); a row whose squared
+    distance can beat the heap's worst is then recomputed by the euclidean kernel itself,
+    so the distance that enters the heap is bit-identical to every other route.
+    """
     cdef Py_ssize_t qa, ra, nq, nr, a, b
-    cdef double d
+    cdef double d, top
     cdef const double *iq
     cdef const double *idd
+    cdef mmfs_metric_t sq = mt[0]
+    cdef bint euclid = mt.metric == MMFS_EUCLIDEAN
+    cdef double *qhd
+    cdef int64_t *qhi
+    cdef int64_t *qhn
+    if euclid:
+        sq.metric = MMFS_SQEUCLIDEAN
     for ra in range(r0, r1, ROWS):
         nr = min(ROWS, r1 - ra)
         for qa in range(q0, q1, QROWS):
             nq = min(QROWS, q1 - qa)
             iq = (invq + qa) if invq != NULL else NULL
             idd = (invd + ra) if invd != NULL else NULL
-            _block(mt, Q + qa * K, nq, D + ra * K, nr, K, iq, idd, buf, ROWS)
+            _block(&sq, Q + qa * K, nq, D + ra * K, nr, K, iq, idd, buf, ROWS)
             for a in range(nq):
+                qhd = hd + (qa + a) * k
+                qhi = hi + (qa + a) * k
+                qhn = hn + qa + a
+                top = _top(qhd, qhn, k)
+                # (1 + 2^-20) covers the rounding between d^2 and the stored sqrt.
+                top = top * top * (1.0 + 9.5367431640625e-07) if euclid else top
                 for b in range(nr):
                     d = buf[a * ROWS + b]
-                    if hn[qa + a] < k or key_lt(d, offset + ra + b, hd[(qa + a) * k],
-                                               hi[(qa + a) * k]):
-                        heap_push(hd + (qa + a) * k, hi + (qa + a) * k, hn + qa + a, k,
-                                  d, offset + ra + b)
+                    if d > top:  # false for NaN: those go to the exact comparison
+                        continue
+                    if euclid:
+                        d = _pair(mt, Q + (qa + a) * K, D + (ra + b) * K, K, 0.0, 0.0, NULL)
+                    if qhn[0] < k or key_lt(d, offset + ra + b, qhd[0], qhi[0]):
+                        heap_push(qhd, qhi, qhn, k, d, offset + ra + b)
+                        top = _top(qhd, qhn, k)
+                        top = top * top * (1.0 + 9.5367431640625e-07) if euclid else top
 
 
 def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, double p,
@@ -245,13 +274,6 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
             free(thn)
     finally:
         free(bufs)
-
-
-cdef inline double _top(const double *hd, const int64_t *hn, Py_ssize_t k) noexcept nogil:
-    """The distance a row must beat to enter a heap (inf while it is not full)."""
-    if hn[0] < k or hd[0] != hd[0]:
-        return INFINITY
-    return hd[0]
 
 
 def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,

@@ -49,6 +49,15 @@
 
 #define MMFS_LANES 16
 
+/* Ask for a row a few rows ahead: between two rows the reduction and sqrt stall the
+ * stream of loads, and the hardware prefetcher alone lets the memory bus idle then.
+ * Prefetching past the end of an array is harmless (a hint, never a fault). */
+#define MMFS_PREFETCH_ROW(p, bytes)                                                          \
+    do {                                                                                     \
+        const char *pf_ = (const char *)(p);                                                 \
+        for (Py_ssize_t o_ = 0; o_ < (bytes); o_ += 64) __builtin_prefetch(pf_ + o_, 0, 0);  \
+    } while (0)
+
 enum {
     MMFS_SQEUCLIDEAN = 0,
     MMFS_EUCLIDEAN = 1,
@@ -72,7 +81,7 @@ typedef struct {
 
 /* |a-b|_p computed without overflow or underflow: m * (sum (|d|/m)^p)^(1/p). */
 #define MMFS_SCALED(T, SFX)                                                                  \
-    static inline double mmfs_scaled_norm_##SFX(const T *a, const T *b, Py_ssize_t K,       \
+    static inline double mmfs_scaled_norm_##SFX(const T *a, const T *b, Py_ssize_t K,        \
                                                 double p) {                                  \
         double m = 0.0, s = 0.0;                                                             \
         for (Py_ssize_t i = 0; i < K; i++) {                                                 \
@@ -92,49 +101,58 @@ MMFS_SCALED(float, f32)
 MMFS_SCALED(double, f64)
 
 /* Lane-parallel reduction skeleton: BODY updates acc[j] from element index i + j. */
-#define MMFS_LANE_LOOP(ACC_T, acc, K, BODY_J, TAIL)                                         \
+#define MMFS_LANE_LOOP(ACC_T, acc, K, BODY_J, TAIL)                                          \
     ACC_T acc[MMFS_LANES];                                                                   \
-    for (int j = 0; j < MMFS_LANES; j++) acc[j] = 0;                                        \
+    for (int j = 0; j < MMFS_LANES; j++) acc[j] = 0;                                         \
     Py_ssize_t i = 0;                                                                        \
     for (; i + MMFS_LANES <= (K); i += MMFS_LANES) {                                         \
-        for (int j = 0; j < MMFS_LANES; j++) { BODY_J }                                     \
+        for (int j = 0; j < MMFS_LANES; j++) { BODY_J }                                      \
     }                                                                                        \
     for (; i < (K); i++) { TAIL }
 
-#define MMFS_PAIRS(T, SFX, LO, ABS, POW, UT)                                                               \
-    static inline double mmfs_sqeuclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {     \
-        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,              \
+/* Sum of the lanes by a fixed pairwise tree: (0+8, 1+9, ...), then halves again.  The
+ * order is fixed, so the result is deterministic, and each level is one vector add. */
+#define MMFS_TREE_SUM(acc, out)                                                              \
+    do {                                                                                     \
+        for (int h = MMFS_LANES / 2; h >= 1; h /= 2)                                         \
+            for (int j = 0; j < h; j++) acc[j] += acc[j + h];                                \
+        out = acc[0];                                                                        \
+    } while (0)
+
+#define MMFS_PAIRS(T, SFX, LO, ABS, POW, UT)                                                 \
+    static inline double mmfs_sqeuclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {      \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,               \
                        T d = a[i] - b[i]; acc[0] += d * d;)                                  \
-        T s = 0;                                                                             \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
-        if (s >= (T)(LO) && !isinf(s)) return (double)s;               \
+        T s;                                                                                 \
+        MMFS_TREE_SUM(acc, s);                                                               \
+        if (s >= (T)(LO) && !isinf(s)) return (double)s;                                     \
         double n = mmfs_scaled_norm_##SFX(a, b, K, 2.0);                                     \
         return n * n;                                                                        \
     }                                                                                        \
-    static inline double mmfs_euclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
-        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,              \
+    static inline double mmfs_euclidean_##SFX(const T *a, const T *b, Py_ssize_t K) {        \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += d * d;,               \
                        T d = a[i] - b[i]; acc[0] += d * d;)                                  \
-        T s = 0;                                                                             \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
-        if (s >= (T)(LO) && !isinf(s)) return sqrt((double)s);                              \
+        T s;                                                                                 \
+        MMFS_TREE_SUM(acc, s);                                                               \
+        if (s >= (T)(LO) && !isinf(s)) return sqrt((double)s);                               \
         return mmfs_scaled_norm_##SFX(a, b, K, 2.0);                                         \
     }                                                                                        \
-    static inline double mmfs_cityblock_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
+    static inline double mmfs_cityblock_##SFX(const T *a, const T *b, Py_ssize_t K) {        \
         /* All terms are >= 0, so a finite sum never overflowed on the way. */               \
-        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += ABS(d);,             \
-                       T d = a[i] - b[i]; acc[0] += ABS(d);)                                \
-        T s = 0;                                                                             \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        MMFS_LANE_LOOP(T, acc, K, T d = a[i + j] - b[i + j]; acc[j] += ABS(d);,              \
+                       T d = a[i] - b[i]; acc[0] += ABS(d);)                                 \
+        T s;                                                                                 \
+        MMFS_TREE_SUM(acc, s);                                                               \
         return (double)s;                                                                    \
     }                                                                                        \
-    static inline double mmfs_chebyshev_##SFX(const T *a, const T *b, Py_ssize_t K) {       \
-        /* |a_i - b_i| >= 0, and non-negative IEEE floats order like their bit patterns, */ \
+    static inline double mmfs_chebyshev_##SFX(const T *a, const T *b, Py_ssize_t K) {        \
+        /* |a_i - b_i| >= 0, and non-negative IEEE floats order like their bit patterns, */  \
         /* so an unsigned integer max finds the largest -- and since |NaN| has a larger */   \
         /* pattern than inf, a NaN anywhere wins the max and comes out as NaN.          */   \
         MMFS_LANE_LOOP(UT, acc, K,                                                           \
-                       T d = ABS(a[i + j] - b[i + j]); UT u; memcpy(&u, &d, sizeof u);      \
+                       T d = ABS(a[i + j] - b[i + j]); UT u; memcpy(&u, &d, sizeof u);       \
                        acc[j] = acc[j] > u ? acc[j] : u;,                                    \
-                       T d = ABS(a[i] - b[i]); UT u; memcpy(&u, &d, sizeof u);              \
+                       T d = ABS(a[i] - b[i]); UT u; memcpy(&u, &d, sizeof u);               \
                        acc[0] = acc[0] > u ? acc[0] : u;)                                    \
         UT m = 0;                                                                            \
         for (int j = 0; j < MMFS_LANES; j++) m = m > acc[j] ? m : acc[j];                    \
@@ -142,33 +160,33 @@ MMFS_SCALED(double, f64)
         memcpy(&r, &m, sizeof r);                                                            \
         return (double)r;                                                                    \
     }                                                                                        \
-    static inline double mmfs_minkowski_##SFX(const T *a, const T *b, Py_ssize_t K,         \
+    static inline double mmfs_minkowski_##SFX(const T *a, const T *b, Py_ssize_t K,          \
                                               double p) {                                    \
         T s = 0;                                                                             \
         double pi = floor(p);                                                                \
         if (pi == p && p <= 8.0) {                                                           \
             int ip = (int)p;                                                                 \
             MMFS_LANE_LOOP(T, acc, K,                                                        \
-                           T d = ABS(a[i + j] - b[i + j]); T t = d;                        \
-                           for (int e = 1; e < ip; e++) t *= d; acc[j] += t;,               \
-                           T d = ABS(a[i] - b[i]); T t = d;                                 \
-                           for (int e = 1; e < ip; e++) t *= d; acc[0] += t;)               \
-            for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
+                           T d = ABS(a[i + j] - b[i + j]); T t = d;                          \
+                           for (int e = 1; e < ip; e++) t *= d; acc[j] += t;,                \
+                           T d = ABS(a[i] - b[i]); T t = d;                                  \
+                           for (int e = 1; e < ip; e++) t *= d; acc[0] += t;)                \
+            MMFS_TREE_SUM(acc, s);                                                           \
         } else {                                                                             \
-            /* powf dominates the cost here, so the sum may as well be in double. */        \
+            /* powf dominates the cost here, so the sum may as well be in double. */         \
             T tp = (T)p;                                                                     \
             double s2 = 0.0;                                                                 \
-            for (Py_ssize_t i = 0; i < K; i++) s2 += (double)POW(ABS(a[i] - b[i]), tp);     \
-            if (s2 >= (LO) && !isinf(s2) && s2 < 1e300) return pow(s2, 1.0 / p);            \
+            for (Py_ssize_t i = 0; i < K; i++) s2 += (double)POW(ABS(a[i] - b[i]), tp);      \
+            if (s2 >= (LO) && !isinf(s2) && s2 < 1e300) return pow(s2, 1.0 / p);             \
             return mmfs_scaled_norm_##SFX(a, b, K, p);                                       \
         }                                                                                    \
-        if (s >= (T)(LO) && !isinf(s)) return pow((double)s, 1.0 / p);                      \
+        if (s >= (T)(LO) && !isinf(s)) return pow((double)s, 1.0 / p);                       \
         return mmfs_scaled_norm_##SFX(a, b, K, p);                                           \
     }                                                                                        \
-    static inline double mmfs_dot_##SFX(const T *a, const T *b, Py_ssize_t K) {             \
-        MMFS_LANE_LOOP(T, acc, K, acc[j] += a[i + j] * b[i + j];, acc[0] += a[i] * b[i];)   \
-        T s = 0;                                                                             \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+    static inline double mmfs_dot_##SFX(const T *a, const T *b, Py_ssize_t K) {              \
+        MMFS_LANE_LOOP(T, acc, K, acc[j] += a[i + j] * b[i + j];, acc[0] += a[i] * b[i];)    \
+        T s;                                                                                 \
+        MMFS_TREE_SUM(acc, s);                                                               \
         if (!isinf(s) && s == s) return (double)s;                                           \
         /* Overflow (or inf - inf) on the way: redo in double, scaled by the largest      */ \
         /* |a_i| and |b_i| so that a true value beyond double's range becomes +-inf.      */ \
@@ -182,14 +200,14 @@ MMFS_SCALED(double, f64)
         for (Py_ssize_t i = 0; i < K; i++) t += ((double)a[i] / ma) * ((double)b[i] / mb);   \
         return t * ma * mb;                                                                  \
     }                                                                                        \
-    static inline double mmfs_seuclidean_##SFX(const T *a, const T *b, Py_ssize_t K,        \
+    static inline double mmfs_seuclidean_##SFX(const T *a, const T *b, Py_ssize_t K,         \
                                                const double *w) {                            \
-        MMFS_LANE_LOOP(double, acc, K, double d = (double)a[i + j] - (double)b[i + j];      \
+        MMFS_LANE_LOOP(double, acc, K, double d = (double)a[i + j] - (double)b[i + j];       \
                        acc[j] += d * d * w[i + j];,                                          \
-                       double d = (double)a[i] - (double)b[i]; acc[0] += d * d * w[i];)     \
+                       double d = (double)a[i] - (double)b[i]; acc[0] += d * d * w[i];)      \
         double s = 0;                                                                        \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
-        if (s >= 1.0e-270 && s <= 1.0e300) return sqrt(s);                                  \
+        MMFS_TREE_SUM(acc, s);                                                               \
+        if (s >= 1.0e-270 && s <= 1.0e300) return sqrt(s);                                   \
         if (s != s) return NAN;                                                              \
         double m = 0.0, t = 0.0;                                                             \
         for (Py_ssize_t i = 0; i < K; i++) {                                                 \
@@ -203,23 +221,23 @@ MMFS_SCALED(double, f64)
         }                                                                                    \
         return m * sqrt(t);                                                                  \
     }                                                                                        \
-    /* sqrt((a-b)^T S (a-b)); NaN where the form is negative (S not PSD), as scipy. */      \
-    static inline double mmfs_mahalanobis_##SFX(const T *a, const T *b, Py_ssize_t K,       \
+    /* sqrt((a-b)^T S (a-b)); NaN where the form is negative (S not PSD), as scipy. */       \
+    static inline double mmfs_mahalanobis_##SFX(const T *a, const T *b, Py_ssize_t K,        \
                                                 const double *S, double *delta) {            \
         for (Py_ssize_t i = 0; i < K; i++) delta[i] = (double)a[i] - (double)b[i];           \
         double q = 0.0;                                                                      \
         for (Py_ssize_t r = 0; r < K; r++) {                                                 \
             const double *row = S + r * K;                                                   \
-            MMFS_LANE_LOOP(double, acc, K, acc[j] += row[i + j] * delta[i + j];,            \
+            MMFS_LANE_LOOP(double, acc, K, acc[j] += row[i + j] * delta[i + j];,             \
                            acc[0] += row[i] * delta[i];)                                     \
             double y = 0.0;                                                                  \
-            for (int j = 0; j < MMFS_LANES; j++) y += acc[j];                                \
+            MMFS_TREE_SUM(acc, y);                                                           \
             q += delta[r] * y;                                                               \
         }                                                                                    \
         return q >= 0.0 ? sqrt(q) : NAN;                                                     \
     }                                                                                        \
     /* ia, ib: 1/|a| and 1/|b| (0 for a zero vector). */                                     \
-    static inline double mmfs_cosine_##SFX(const T *a, const T *b, Py_ssize_t K, double ia, \
+    static inline double mmfs_cosine_##SFX(const T *a, const T *b, Py_ssize_t K, double ia,  \
                                            double ib) {                                      \
         if (ia == 0.0 || ib == 0.0) {                                                        \
             for (Py_ssize_t i = 0; i < K; i++)                                               \
@@ -227,37 +245,37 @@ MMFS_SCALED(double, f64)
             return 1.0;                                                                      \
         }                                                                                    \
         MMFS_LANE_LOOP(double, acc, K,                                                       \
-                       double d = (double)a[i + j] * ia - (double)b[i + j] * ib;            \
+                       double d = (double)a[i + j] * ia - (double)b[i + j] * ib;             \
                        acc[j] += d * d;,                                                     \
-                       double d = (double)a[i] * ia - (double)b[i] * ib; acc[0] += d * d;)  \
+                       double d = (double)a[i] * ia - (double)b[i] * ib; acc[0] += d * d;)   \
         double s = 0;                                                                        \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        MMFS_TREE_SUM(acc, s);                                                               \
         s *= 0.5;                                                                            \
         return s > 2.0 ? 2.0 : s;                                                            \
     }                                                                                        \
-    static inline double mmfs_hamming_##SFX(const T *a, const T *b, Py_ssize_t K) {         \
+    static inline double mmfs_hamming_##SFX(const T *a, const T *b, Py_ssize_t K) {          \
         MMFS_LANE_LOOP(Py_ssize_t, acc, K,                                                   \
                        acc[j] += (a[i + j] != b[i + j]);                                     \
-                       if (a[i + j] != a[i + j] || b[i + j] != b[i + j]) return NAN;,       \
+                       if (a[i + j] != a[i + j] || b[i + j] != b[i + j]) return NAN;,        \
                        acc[0] += (a[i] != b[i]);                                             \
                        if (a[i] != a[i] || b[i] != b[i]) return NAN;)                        \
         Py_ssize_t s = 0;                                                                    \
-        for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                    \
+        MMFS_TREE_SUM(acc, s);                                                               \
         return K ? (double)s / (double)K : 0.0;                                              \
     }                                                                                        \
-    static inline double mmfs_jaccard_##SFX(const T *a, const T *b, Py_ssize_t K) {         \
+    static inline double mmfs_jaccard_##SFX(const T *a, const T *b, Py_ssize_t K) {          \
         Py_ssize_t nz = 0, ne = 0;                                                           \
         for (Py_ssize_t i = 0; i < K; i++) {                                                 \
             T x = a[i], y = b[i];                                                            \
             if (x != x || y != y) return NAN;                                                \
-            /* scipy >= 1.15: rows are sets of their nonzero positions */                  \
+            /* scipy >= 1.15: rows are sets of their nonzero positions */                    \
             nz += (x != 0) | (y != 0);                                                       \
             ne += (x != 0) ^ (y != 0);                                                       \
         }                                                                                    \
         return nz ? (double)ne / (double)nz : 0.0;                                           \
     }                                                                                        \
-    /* scratch: K doubles, used by mahalanobis only. */                                    \
-    static inline double mmfs_pair_##SFX(const mmfs_metric_t *mt, const T *a, const T *b,   \
+    /* scratch: K doubles, used by mahalanobis only. */                                      \
+    static inline double mmfs_pair_##SFX(const mmfs_metric_t *mt, const T *a, const T *b,    \
                                          Py_ssize_t K, double ia, double ib,                 \
                                          double *scratch) {                                  \
         switch (mt->metric) {                                                                \
@@ -277,8 +295,8 @@ MMFS_SCALED(double, f64)
     /* out[i*ldo + j] = dist(A[i], B[j]) for a ma x mb tile.  The switch sits outside the  */ \
     /* loops so each metric's inner loop is inlined and vectorised.                       */ \
     MMFS_DISPATCH static void mmfs_block_##SFX(                                              \
-        const mmfs_metric_t *mt, const T *A, Py_ssize_t lda, Py_ssize_t ma, const T *B,     \
-        Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K, const double *inva,                    \
+        const mmfs_metric_t *mt, const T *A, Py_ssize_t lda, Py_ssize_t ma, const T *B,      \
+        Py_ssize_t ldb, Py_ssize_t mb, Py_ssize_t K, const double *inva,                     \
         const double *invb, T *out, Py_ssize_t ldo) {                                        \
         double *scratch = NULL;                                                              \
         if (mt->metric == MMFS_MAHALANOBIS) {                                                \
@@ -295,24 +313,34 @@ MMFS_SCALED(double, f64)
             double ia = inva ? inva[r] : 0.0;                                                \
             switch (mt->metric) {                                                            \
             case MMFS_SQEUCLIDEAN:                                                           \
-                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                for (Py_ssize_t c = 0; c < mb; c++) {                                        \
+                    if (c + 4 < mb) MMFS_PREFETCH_ROW(B + (c + 4) * ldb, K * (Py_ssize_t)sizeof(T)); \
                     o[c] = (T)mmfs_sqeuclidean_##SFX(a, B + c * ldb, K);                     \
+                }                                                                            \
                 break;                                                                       \
             case MMFS_EUCLIDEAN:                                                             \
-                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                for (Py_ssize_t c = 0; c < mb; c++) {                                        \
+                    if (c + 4 < mb) MMFS_PREFETCH_ROW(B + (c + 4) * ldb, K * (Py_ssize_t)sizeof(T)); \
                     o[c] = (T)mmfs_euclidean_##SFX(a, B + c * ldb, K);                       \
+                }                                                                            \
                 break;                                                                       \
             case MMFS_CITYBLOCK:                                                             \
-                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                for (Py_ssize_t c = 0; c < mb; c++) {                                        \
+                    if (c + 4 < mb) MMFS_PREFETCH_ROW(B + (c + 4) * ldb, K * (Py_ssize_t)sizeof(T)); \
                     o[c] = (T)mmfs_cityblock_##SFX(a, B + c * ldb, K);                       \
+                }                                                                            \
                 break;                                                                       \
             case MMFS_CHEBYSHEV:                                                             \
-                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                for (Py_ssize_t c = 0; c < mb; c++) {                                        \
+                    if (c + 4 < mb) MMFS_PREFETCH_ROW(B + (c + 4) * ldb, K * (Py_ssize_t)sizeof(T)); \
                     o[c] = (T)mmfs_chebyshev_##SFX(a, B + c * ldb, K);                       \
+                }                                                                            \
                 break;                                                                       \
             case MMFS_INNER:                                                                 \
-                for (Py_ssize_t c = 0; c < mb; c++)                                          \
+                for (Py_ssize_t c = 0; c < mb; c++) {                                        \
+                    if (c + 4 < mb) MMFS_PREFETCH_ROW(B + (c + 4) * ldb, K * (Py_ssize_t)sizeof(T)); \
                     o[c] = (T)(-mmfs_dot_##SFX(a, B + c * ldb, K));                          \
+                }                                                                            \
                 break;                                                                       \
             case MMFS_COSINE:                                                                \
                 for (Py_ssize_t c = 0; c < mb; c++)                                          \
@@ -330,7 +358,7 @@ MMFS_SCALED(double, f64)
         free(scratch);                                                                       \
     }
 
-/* Below LO a float sum of squares may have lost digits to underflow: recompute. */
+/* Below LO a float sum of squares may have lost digits to underflow: recompute. */          \
 MMFS_PAIRS(float, f32, 7.888609052210118e-31, fabsf, powf, uint32_t)  /* LO = 2^-100 */
 MMFS_PAIRS(double, f64, 1.0e-270, fabs, pow, uint64_t)
 
@@ -342,10 +370,10 @@ MMFS_PAIRS(double, f64, 1.0e-270, fabs, pow, uint64_t)
                                                   double *out) {                             \
         for (Py_ssize_t r = 0; r < n; r++) {                                                 \
             const T *x = X + r * K;                                                          \
-            MMFS_LANE_LOOP(double, acc, K, double v = x[i + j]; acc[j] += v * v;,           \
+            MMFS_LANE_LOOP(double, acc, K, double v = x[i + j]; acc[j] += v * v;,            \
                            double v = x[i]; acc[0] += v * v;)                                \
             double s = 0;                                                                    \
-            for (int j = 0; j < MMFS_LANES; j++) s += acc[j];                                \
+            MMFS_TREE_SUM(acc, s);                                                           \
             out[r] = s;                                                                      \
         }                                                                                    \
     }                                                                                        \
@@ -375,7 +403,7 @@ MMFS_NORMS(double, f64)
  * Returns the number of recomputed pairs. */
 #define MMFS_FIX(T, SFX)                                                                     \
     MMFS_DISPATCH static Py_ssize_t mmfs_fix_euclidean_##SFX(                                \
-        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double na,               \
+        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double na,                \
         const double *nb, double tau, int squared) {                                         \
         Py_ssize_t redo = 0;                                                                 \
         double d2[64];                                                                       \
@@ -391,7 +419,7 @@ MMFS_NORMS(double, f64)
                 for (Py_ssize_t j = 0; j < n; j++) {                                         \
                     double s = na + nb[j0 + j];                                              \
                     if (!(d2[j] >= tau * s) || !(s <= 1.0e300)) {                            \
-                        d2[j] = mmfs_sqeuclidean_##SFX(a, B + (j0 + j) * K, K);               \
+                        d2[j] = mmfs_sqeuclidean_##SFX(a, B + (j0 + j) * K, K);              \
                         redo++;                                                              \
                     }                                                                        \
                 }                                                                            \
@@ -405,7 +433,7 @@ MMFS_NORMS(double, f64)
     }                                                                                        \
     /* ia: 1/|a|; ib[j]: 1/|b_j| (0 for zero rows, NaN for rows with NaN or inf). */        \
     MMFS_DISPATCH static Py_ssize_t mmfs_fix_cosine_##SFX(                                   \
-        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double ia,               \
+        T *g, const T *a, const T *B, Py_ssize_t mb, Py_ssize_t K, double ia,                \
         const double *ib, double tau) {                                                      \
         Py_ssize_t redo = 0;                                                                 \
         double c[64];                                                                        \
@@ -422,7 +450,7 @@ MMFS_NORMS(double, f64)
                 for (Py_ssize_t j = 0; j < n; j++) {                                         \
                     double w = ia * ib[j0 + j];                                              \
                     if (!(c[j] >= tau) || !(w > 0.0)) {                                      \
-                        c[j] = mmfs_cosine_##SFX(a, B + (j0 + j) * K, K, ia, ib[j0 + j]);     \
+                        c[j] = mmfs_cosine_##SFX(a, B + (j0 + j) * K, K, ia, ib[j0 + j]);    \
                         redo++;                                                              \
                     }                                                                        \
                 }                                                                            \
@@ -442,7 +470,7 @@ MMFS_FIX(double, f64)
  * case (no candidate in the chunk) costs a few vector instructions per row. */
 #define MMFS_FILTER(T, SFX)                                                                  \
     MMFS_DISPATCH static Py_ssize_t mmfs_candidates_##SFX(                                   \
-        const T *g, const double *c, Py_ssize_t n, double a, double b, double e, double thr,\
+        const T *g, const double *c, Py_ssize_t n, double a, double b, double e, double thr, \
         int32_t *hits) {                                                                     \
         Py_ssize_t nh = 0;                                                                   \
         for (Py_ssize_t j0 = 0; j0 < n; j0 += 64) {                                          \
@@ -455,7 +483,7 @@ MMFS_FIX(double, f64)
             if (!any) continue;                                                              \
             for (Py_ssize_t j = j0; j < j1; j++) {                                           \
                 double gj = (double)g[j];                                                    \
-                if (c[j] * (a + b * gj) + e * gj <= thr) hits[nh++] = (int32_t)j;           \
+                if (c[j] * (a + b * gj) + e * gj <= thr) hits[nh++] = (int32_t)j;            \
             }                                                                                \
         }                                                                                    \
         return nh;                                                                           \
@@ -468,7 +496,7 @@ MMFS_FILTER(double, f64)
 MMFS_DISPATCH static double mmfs_stream_sum_f32(const float *x, Py_ssize_t n) {
     MMFS_LANE_LOOP(float, acc, n, acc[j] += x[i + j];, acc[0] += x[i];)
     double s = 0;
-    for (int j = 0; j < MMFS_LANES; j++) s += acc[j];
+    MMFS_TREE_SUM(acc, s);
     return s;
 }
 
