@@ -323,12 +323,12 @@ def gemm_safe(X: np.ndarray, sq: np.ndarray) -> bool:
 def _coherence(X: np.ndarray, sq: np.ndarray) -> float:
     """|mean of unit rows|^2 over a sample of rows: 0 for rows in random directions, 1 when
     all are parallel.  Rounding errors of a dot product grow like sqrt(K * coherence)."""
-    ok = np.flatnonzero(np.isfinite(sq) & (sq > 0))
-    if ok.size == 0:
+    pick = _sample_rows(X.shape[0], X.shape[1])
+    rows, norms = X[pick].astype(np.float64), sq[pick]
+    ok = np.isfinite(norms) & (norms > 0)
+    if not ok.any():
         return 0.0
-    ok = ok[:: max(1, ok.size // 1024)]
-    unit = X[ok].astype(np.float64) / np.sqrt(sq[ok])[:, None]
-    mean = unit.mean(axis=0)
+    mean = (rows[ok] / np.sqrt(norms[ok])[:, None]).mean(axis=0)
     return float(min(1.0, mean @ mean))
 
 
@@ -355,7 +355,8 @@ def _gemm(
         return
     if m.name == "cosine":
         tau = refine_threshold(A.dtype, K, _coherence(A, na), _coherence(B, nb))
-        inva, invb = inverse_norms(A, nt), inverse_norms(B, nt)
+        # gemm_safe held, so 1/sqrt(|x|^2) cannot overflow; zero rows get 0, NaN stays.
+        inva, invb = _inverse(na), _inverse(nb)
         np.matmul(A, B.T, out=out)
         _dense.fix_cosine(out, A, B, inva, invb, tau, nt)
         return
@@ -367,11 +368,35 @@ def _gemm(
     _dense.fix_euclidean(out, A, B, na, nb, tau, m.name == "sqeuclidean", nt)
 
 
+def _inverse(sq: np.ndarray) -> np.ndarray:
+    """1/sqrt(sq): 0 for zero rows, NaN for rows holding NaN or inf (as inv_norms)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.sqrt(sq)
+    inv[sq == 0] = 0.0
+    inv[~np.isfinite(sq)] = np.nan
+    return inv
+
+
+def _sample_rows(n: int, K: int) -> slice:
+    """Evenly spaced rows, at most 2048 of them and about 2^20 values in all."""
+    rows = max(16, min(2048, (1 << 20) // max(1, K)))
+    return slice(None, None, max(1, n // rows))
+
+
+def _sample(X: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows of X (all of them when X is small), in float64."""
+    return X[_sample_rows(X.shape[0], X.shape[1])].astype(np.float64)
+
+
 def _centred(A: np.ndarray, B: np.ndarray, nb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shift both sides by B's mean when that shrinks the products (same distances)."""
+    """Shift both sides by (an estimate of) B's mean when that shrinks the products.
+
+    Any common shift leaves every distance unchanged, so a mean estimated from a sample of
+    rows serves as well as the exact one and costs no pass over B.
+    """
     if B.shape[0] < 2:
         return A, B
-    mu = B.mean(axis=0, dtype=np.float64)
+    mu = _sample(B).mean(axis=0)
     spread = float(np.mean(nb))
     if not np.all(np.isfinite(mu)) or not spread > 0 or float(mu @ mu) < spread / 64:
         return A, B
