@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from mmfs._config import effective_n_threads
+from mmfs._config import effective_n_threads, threads_for
 from mmfs._kernels import _sparse
 from mmfs._validation import as_array, check_dims, compute_dtype, is_sparse
-from mmfs.distance import Metric, _alloc
+from mmfs.distance import Metric, alloc_result, custom_block
 from mmfs.errors import DimensionError, MetricError, ParameterError
 
 __all__ = ["SPARSE_METRICS", "row_products", "sparse_cdist"]
@@ -53,9 +53,6 @@ SPARSE_METRICS = ("euclidean", "sqeuclidean", "cosine", "cityblock", "inner_prod
 # Per-call cap on the CSR x CSR workspaces (16 bytes per feature per thread): very wide
 # data (hashed features, 2^24 columns) runs on fewer threads rather than exhausting memory.
 _WORKSPACE_BYTES = 256 << 20
-# Below this many inner-loop steps a call runs on one thread: waking an OpenMP team costs
-# more than the work (style: go single-threaded for small batches).
-_SERIAL_WORK = 1 << 16
 # A custom metric's result block stays below this.
 _CUSTOM_BLOCK_BYTES = 64 << 20
 _INDEX_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -122,7 +119,7 @@ def sparse_cdist(
     ct = compute_dtype(_values(a), _values(b), dtype=dtype)
     nt = effective_n_threads(n_threads)
     out_dtype = np.dtype(dtype) if dtype is not None else ct
-    result = _alloc(out, (a.shape[0], b.shape[0]), out_dtype)
+    result = alloc_result(out, (a.shape[0], b.shape[0]), out_dtype)
     work = result if out_dtype == ct else np.empty(result.shape, dtype=ct)
     if m.fn is not None:
         _custom(m, a, b, ct, work)
@@ -276,9 +273,7 @@ def _kernel(code: int, a: Operand, b: Operand, ct: np.dtype, out: np.ndarray, nt
     if out.size == 0:
         return
     nnz = sum(x.data.shape[0] if isinstance(x, _Csr) else x.size for x in (a, b))
-    if out.size + nnz * min(out.shape) < _SERIAL_WORK:
-        nt = 1
-    nt = max(1, min(nt, out.shape[0]))
+    nt = max(1, min(threads_for(nt, out.size + nnz * min(out.shape)), out.shape[0]))
     if isinstance(a, _Csr) and isinstance(b, _Csr):
         index = np.result_type(a.indices.dtype, b.indices.dtype)
         a = a.with_index_dtype(index).with_data_dtype(ct)
@@ -304,18 +299,7 @@ def _custom(m: Metric, a: Operand, b: Operand, ct: np.dtype, out: np.ndarray) ->
     ma, mb = out.shape
     rows = max(1, _CUSTOM_BLOCK_BYTES // (8 * max(1, mb)))
     for i in range(0, ma, rows):
-        block_a = A[i : i + rows]
-        try:
-            block = np.asarray(m.fn(block_a, B), dtype=np.float64)
-        except Exception as exc:
-            raise MetricError(f"custom metric {m.name!r} raised {exc!r}") from exc
-        expected = (block_a.shape[0], mb)
-        if block.shape != expected:
-            raise MetricError(
-                f"custom metric {m.name!r} must return an array of shape "
-                f"(len(XA_block), len(XB_block)) = {expected}, got shape {block.shape}"
-            )
-        out[i : i + rows] = block
+        out[i : i + rows] = custom_block(m, A[i : i + rows], B)
 
 
 def _for_callable(x: Operand, ct: np.dtype) -> Any:
