@@ -15,14 +15,16 @@ closer, as for every other metric).  Differences from scipy, on purpose:
 Routes.  One dispatcher (:func:`cdist`) picks, by dtype and metric, the route that is
 both fast and exact enough:
 
-* GEMM route (euclidean, sqeuclidean, cosine, inner_product): BLAS computes A @ B.T, a
-  kernel turns it into distances and recomputes exactly every pair that the product could
-  have got wrong (close pairs, where |a|^2 + |b|^2 - 2ab cancels).  Euclidean products
+* GEMM route (euclidean, sqeuclidean, cosine, inner_product): A @ B.T is computed by
+  mmfs's own GEMM (a fixed order of operations: the same bits for any thread count,
+  unlike BLAS; see ``_kernels/mmfs_gemm.h``), a kernel turns it into distances and
+  recomputes exactly every pair that the product could have got wrong (close pairs,
+  where |a|^2 + |b|^2 - 2ab cancels).  Euclidean products
   are taken on data shifted by an estimate of B's mean, which keeps the products small
   against the distances.  Rows whose norms could overflow or underflow in the GEMM
   precision send the whole call to the direct route.
-* Mahalanobis: the data is transformed (float64) so that the metric becomes euclidean,
-  and pairs where that cancels are recomputed from their difference vector.
+* Mahalanobis: a^T S a + b^T S b - 2 (aS) b^T by the same GEMM in float64, and pairs
+  where that cancels recomputed from their difference vector.
 * Direct route (cityblock, chebyshev, minkowski, seuclidean, hamming and jaccard on
   numbers, and the fallback for all): each pair from its two rows, see
   ``_kernels/mmfs_dense.h``.  knn and radius compute every distance they return this way.
@@ -354,21 +356,21 @@ def _gemm(
     """BLAS product, then the fix-up kernel (na, nb: squared row norms of A and B)."""
     K = A.shape[1]
     if m.name == "inner_product":
-        np.matmul(A, B.T, out=out)
+        _dense.gemm_nt(A, B, out, nt)
         np.negative(out, out=out)
         return
     if m.name == "cosine":
         tau = refine_threshold(A.dtype, K, _coherence(A, na), _coherence(B, nb))
         # gemm_safe held, so 1/sqrt(|x|^2) cannot overflow; zero rows get 0, NaN stays.
         inva, invb = _inverse(na), _inverse(nb)
-        np.matmul(A, B.T, out=out)
+        _dense.gemm_nt(A, B, out, nt)
         _dense.fix_cosine(out, A, B, inva, invb, tau, nt)
         return
     Ac, Bc = _centred(A, B, nb)
     if Bc is not B:
         na, nb = sq_norms(Ac, nt), sq_norms(Bc, nt)
     tau = refine_threshold(A.dtype, K, _coherence(Ac, na), _coherence(Bc, nb))
-    np.matmul(Ac, Bc.T, out=out)
+    _dense.gemm_nt(Ac, Bc, out, nt)
     _dense.fix_euclidean(out, A, B, na, nb, tau, m.name == "sqeuclidean", nt)
 
 
@@ -479,29 +481,29 @@ def _inverse_covariance(m: Metric, A: Any, B: Any) -> np.ndarray:
 
 
 def _mahalanobis(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: int) -> None:
-    """d(a, b)^2 = (a-b)^T S (a-b), S = sym(VI), by GEMM, close pairs recomputed exactly.
-
-    S = W+ W+^T - W- W-^T (eigen-split), so d^2 = |aW+ - bW+|^2 - |aW- - bW-|^2.  Pairs
-    where that is small against its terms (cancellation) are recomputed from a - b by the
-    direct kernel.  A negative form (VI not positive semi-definite) gives NaN, as scipy.
-    """
+    """d(a, b)^2 = (a-b)^T S (a-b), S = sym(VI): a^T S a + b^T S b - 2 (aS) b^T by the
+    deterministic GEMM, and every pair where that cancels (small against |a^T S a| +
+    |b^T S b|) recomputed from a - b by the direct kernel.  A negative form (VI not
+    positive semi-definite) gives NaN, as in scipy.  No factorisation is involved:
+    LAPACK's results, like BLAS's, change with the thread count."""
     S_flat = metric_weights(m, A, B)
     K = A.shape[1]
     S = S_flat.reshape(K, K)
     if not np.all(np.isfinite(S)):
         out[...] = np.nan
         return
-    lam, Q = np.linalg.eigh(S)
-    big = float(np.abs(lam).max(initial=0.0))
-    pos, neg = lam > 0, lam < -1e-14 * big
-    A64, B64 = A.astype(np.float64, copy=False), B.astype(np.float64, copy=False)
-    w_pos = Q[:, pos] * np.sqrt(lam[pos])
-    d2, scale = _sq_gemm(A64 @ w_pos, B64 @ w_pos)
-    if neg.any():
-        w_neg = Q[:, neg] * np.sqrt(-lam[neg])
-        d2n, scale_n = _sq_gemm(A64 @ w_neg, B64 @ w_neg)
-        d2 -= d2n
-        scale += scale_n
+    A64 = np.ascontiguousarray(A, dtype=np.float64)
+    B64 = np.ascontiguousarray(B, dtype=np.float64)
+    AS = np.empty_like(A64)
+    BS = np.empty_like(B64)
+    _dense.gemm_nt(A64, S, AS, nt)  # S is symmetric: A @ S == A @ S.T
+    _dense.gemm_nt(B64, S, BS, nt)
+    qa = np.einsum("ij,ij->i", AS, A64)
+    qb = np.einsum("ij,ij->i", BS, B64)
+    G = np.empty((A.shape[0], B.shape[0]))
+    _dense.gemm_nt(AS, B64, G, nt)
+    d2 = qa[:, None] + qb[None, :] - 2.0 * G
+    scale = np.abs(qa)[:, None] + np.abs(qb)[None, :]
     tau = refine_threshold(np.dtype(np.float64), K, 1.0, 1.0)
     with np.errstate(invalid="ignore"):
         redo = ~(d2 >= tau * scale)
@@ -513,14 +515,6 @@ def _mahalanobis(m: Metric, A: np.ndarray, B: np.ndarray, out: np.ndarray, nt: i
         none = np.empty(0)
         _select.pair_distances(m.code, A, B, 0.0, S_flat, none, none, qi, di, exact, nt)
         out[qi, di] = exact
-
-
-def _sq_gemm(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    nx = np.einsum("ij,ij->i", X, X)
-    ny = np.einsum("ij,ij->i", Y, Y)
-    scale = nx[:, None] + ny[None, :]
-    d2 = scale - 2.0 * (X @ Y.T)
-    return d2, scale
 
 
 # --------------------------------------------------------------------------------------

@@ -27,6 +27,13 @@ ctypedef fused real_t:
     float
     double
 
+cdef extern from "mmfs_gemm.h" nogil:
+    int mmfs_gemm_has_avx2()
+    void mmfs_gemm_tile_f32(const float *A, Py_ssize_t ma, const float *B, Py_ssize_t mb,
+                            Py_ssize_t K, float *C, Py_ssize_t ldc, int avx2)
+    void mmfs_gemm_tile_f64(const double *A, Py_ssize_t ma, const double *B, Py_ssize_t mb,
+                            Py_ssize_t K, double *C, Py_ssize_t ldc, int avx2)
+
 cdef extern from "mmfs_dense.h" nogil:
     int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_CITYBLOCK, MMFS_CHEBYSHEV
     int MMFS_MINKOWSKI, MMFS_COSINE, MMFS_INNER, MMFS_HAMMING, MMFS_JACCARD
@@ -130,6 +137,41 @@ def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
                (pia + i0) if pia != NULL else NULL,
                (pib + j0) if pib != NULL else NULL,
                po + i0 * ldo + j0, ldo)
+
+
+def gemm_nt(const real_t[:, ::1] A, const real_t[:, ::1] B, real_t[:, ::1] C,
+            int n_threads, bint portable=False):
+    """C = A @ B.T with a fixed order of operations per element (see mmfs_gemm.h): the
+    same bits whatever the thread count, the tiling or the number of rows.  portable=True
+    forces the plain C path (the tests check it gives the same bits as the AVX2 one)."""
+    cdef Py_ssize_t ma = A.shape[0], mb = B.shape[0], K = A.shape[1]
+    cdef Py_ssize_t ta, tb, na_t, nb_t, t, ti, tj, i0, j0
+    cdef int avx2 = 0 if portable else mmfs_gemm_has_avx2()
+    if ma == 0 or mb == 0:
+        return
+    if K == 0:
+        C[:, :] = 0
+        return
+    cdef Py_ssize_t row = K * sizeof(real_t)
+    tb = max(2, min(256, (192 * 1024) // row) // 2 * 2)
+    ta = max(4, min(32, (16 * 1024) // row) // 4 * 4)
+    na_t = (ma + ta - 1) // ta
+    nb_t = (mb + tb - 1) // tb
+    cdef const real_t *pa = &A[0, 0]
+    cdef const real_t *pb = &B[0, 0]
+    cdef real_t *pc = &C[0, 0]
+    cdef Py_ssize_t ldc = C.shape[1]
+    for t in prange(na_t * nb_t, nogil=True, schedule="static", num_threads=n_threads):
+        tj = t // na_t
+        ti = t - tj * na_t
+        i0 = ti * ta
+        j0 = tj * tb
+        if real_t is float:
+            mmfs_gemm_tile_f32(pa + i0 * K, min(ta, ma - i0), pb + j0 * K, min(tb, mb - j0),
+                               K, pc + i0 * ldc + j0, ldc, avx2)
+        else:
+            mmfs_gemm_tile_f64(pa + i0 * K, min(ta, ma - i0), pb + j0 * K, min(tb, mb - j0),
+                               K, pc + i0 * ldc + j0, ldc, avx2)
 
 
 def row_sq_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):
