@@ -42,11 +42,10 @@ from mmfs.errors import DimensionError, ParameterError
 __all__ = ["knn", "radius"]
 
 DEFAULT_WORKING_MEMORY = 256 << 20
-# With this many queries or more, a BLAS product filters the candidates (see _select.pyx);
+# With this many queries or more, tiles of Q @ D.T filter the candidates (_select.knn_gemm);
 # below it the direct loops read each data row once for all queries (memory bound).
 GEMM_MIN_QUERIES = 8
 _NO_INDEX = np.iinfo(np.int64).max
-_GEMM_BLOCK_BYTES = 64 << 20
 
 
 def _as_count(k: Any) -> int:
@@ -159,24 +158,11 @@ def _fast_knn(
     )
     qn = _side_norms(m, Q, nt) if use_gemm or m.name == "cosine" else np.empty(0)
     gamma = _gamma(Q.shape[1], ct) if use_gemm else 0.0
-    if use_gemm:
-        # Keep one block of G = Q @ D.T (written by BLAS, read once by the filter) in cache.
-        step = min(step, max(1024, _GEMM_BLOCK_BYTES // (Q.shape[0] * Q.itemsize)))
-        # BLAS brings its own threads; our kernels stay on this one between the products,
-        # or idle OpenMP workers spinning for work would compete with BLAS for the cores.
-        nt = 1
-    G = None
     for s in range(0, D.shape[0], step):
         block = np.ascontiguousarray(D[s : s + step], dtype=ct)
         dn = _side_norms(m, block, nt) if use_gemm or m.name == "cosine" else None
         if use_gemm and dn is not None and gemm_safe(block, _sq(m, block, dn, nt)):
-            if G is None or G.shape[1] < block.shape[0]:
-                G = np.empty((Q.shape[0], block.shape[0]), dtype=ct)
-            g = G[:, : block.shape[0]]
-            if not g.flags.c_contiguous:
-                g = np.empty((Q.shape[0], block.shape[0]), dtype=ct)
-            np.matmul(Q, block.T, out=g)
-            _select.knn_gemm(m.code, g, Q, block, qn, dn, gamma, s, heap_d, heap_i, heap_n, nt)
+            _select.knn_gemm(m.code, Q, block, qn, dn, gamma, s, heap_d, heap_i, heap_n, nt)
         else:
             inv_q = qn if m.name == "cosine" else np.empty(0)
             inv_d = dn if m.name == "cosine" and dn is not None else np.empty(0)

@@ -153,7 +153,7 @@ def gemm_nt(const real_t[:, ::1] A, const real_t[:, ::1] B, real_t[:, ::1] C,
         C[:, :] = 0
         return
     cdef Py_ssize_t row = K * sizeof(real_t)
-    tb = max(2, min(256, (192 * 1024) // row) // 2 * 2)
+    tb = max(3, min(255, (192 * 1024) // row) // 3 * 3)
     ta = max(4, min(32, (16 * 1024) // row) // 4 * 4)
     na_t = (ma + ta - 1) // ta
     nb_t = (mb + tb - 1) // tb

@@ -16,7 +16,6 @@ def knn_direct(
 ) -> None: ...
 def knn_gemm(
     metric: int,
-    G: np.ndarray,
     Q: np.ndarray,
     D: np.ndarray,
     qn: np.ndarray,

@@ -36,6 +36,13 @@ ctypedef fused real_t:
     float
     double
 
+cdef extern from "mmfs_gemm.h" nogil:
+    int mmfs_gemm_has_avx2()
+    void mmfs_gemm_tile_f32(const float *A, Py_ssize_t ma, const float *B, Py_ssize_t mb,
+                            Py_ssize_t K, float *C, Py_ssize_t ldc, int avx2)
+    void mmfs_gemm_tile_f64(const double *A, Py_ssize_t ma, const double *B, Py_ssize_t mb,
+                            Py_ssize_t K, double *C, Py_ssize_t ldc, int avx2)
+
 cdef extern from "mmfs_dense.h" nogil:
     int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_COSINE, MMFS_INNER, MMFS_MAHALANOBIS
     ctypedef struct mmfs_metric_t:
@@ -276,31 +283,86 @@ def knn_direct(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, doubl
         free(bufs)
 
 
-def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
-             const real_t[:, ::1] D, const double[::1] qn, const double[::1] dn,
-             double gamma, int64_t offset, double[:, ::1] heap_d, int64_t[:, ::1] heap_i,
-             int64_t[::1] heap_n, int n_threads):
-    """Offer rows of D to the query heaps, filtering with G = Q @ D.T.
+cdef void _filter_rows(int metric, const mmfs_metric_t *mt, const real_t *q,
+                       const real_t *D, const real_t *g, const double *c, Py_ssize_t n,
+                       Py_ssize_t K, double qv, double gamma, int64_t offset, double *hd,
+                       int64_t *hi, int64_t *hn, Py_ssize_t k, int32_t *hits) noexcept nogil:
+    """Offer rows D[0:n] to one query's heap, g[j] = q . D[j] from the GEMM."""
+    cdef double a = 0.0, b = 0.0, e = 0.0, alpha = 0.0, d, top, thr
+    cdef Py_ssize_t done = 0, nh, h, j
+    cdef bint cos = metric == MMFS_COSINE
+    if cos:
+        b = -qv
+        alpha = 1.0 - gamma
+    elif metric == MMFS_INNER:
+        a = -gamma * sqrt(qv)
+        e = -1.0
+    else:
+        a = 1.0
+        e = -2.0
+        alpha = (1.0 - gamma) * qv
+    while done < n and hn[0] < k:
+        # Until the heap is full every row goes in, whatever its bound (even NaN).
+        d = _pair(mt, q, D + done * K, K, qv if cos else 0.0, c[done] if cos else 0.0, NULL)
+        heap_push(hd, hi, hn, k, d, offset + done)
+        done = done + 1
+    while done < n:
+        top = _top(hd, hn, k)
+        thr = top * top if (metric == MMFS_EUCLIDEAN and top < INFINITY) else top
+        nh = _candidates(g + done, c + done, min(64, n - done), a, b, e, thr - alpha, hits)
+        for h in range(nh):
+            j = done + hits[h]
+            d = _pair(mt, q, D + j * K, K, qv if cos else 0.0, c[j] if cos else 0.0, NULL)
+            heap_push(hd, hi, hn, k, d, offset + j)
+        done = done + 64
+
+
+cdef inline void _gemm_tile(const real_t *A, Py_ssize_t ma, const real_t *B, Py_ssize_t mb,
+                            Py_ssize_t K, real_t *C, Py_ssize_t ldc, int avx2) noexcept nogil:
+    if real_t is float:
+        mmfs_gemm_tile_f32(A, ma, B, mb, K, C, ldc, avx2)
+    else:
+        mmfs_gemm_tile_f64(A, ma, B, mb, K, C, ldc, avx2)
+
+
+DEF GQ = 32     # queries per GEMM tile
+DEF GR = 255    # data rows per GEMM tile (a multiple of the micro-tile, 3)
+
+
+def knn_gemm(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D,
+             const double[::1] qn, const double[::1] dn, double gamma, int64_t offset,
+             double[:, ::1] heap_d, int64_t[:, ::1] heap_i, int64_t[::1] heap_n,
+             int n_threads):
+    """Offer rows of D to the query heaps, filtering with tiles of G = Q @ D.T.
+
+    Each thread takes a range of queries and walks D in tiles of GR rows; for each block
+    of GQ queries the tile of G is computed by mmfs_gemm.h into a buffer that stays in
+    L1, filtered at once, and only rows that may enter a heap are recomputed exactly.  No BLAS: its threads would
+    fight ours for the cores between products, and nothing here needs its speed-ups on
+    G's last bits.
 
     qn/dn: squared norms (euclidean, sqeuclidean, inner_product) or inverse norms
-    (cosine).  gamma bounds the relative error of one entry of G against the norms, so
-    a lower bound of each distance is, with c the per-row column below:
+    (cosine).  gamma bounds the error of one entry of G relative to the norms (Higham's
+    gamma_K, plus the rounding of g), so a lower bound of each distance is, with c the
+    per-row column below:
       (sq)euclidean  |q|^2 + |d|^2 - 2g - gamma (|q|^2 + |d|^2)  ->  c = (1-gamma)|d|^2
       cosine         1 - g/(|q||d|) - gamma                      ->  c = 1/|d|
       inner_product  -g - gamma |q||d|                           ->  c = |d|
     and a row is recomputed exactly only when that bound can beat the current k-th.
     """
     cdef Py_ssize_t m = Q.shape[0], n = D.shape[0], K = Q.shape[1], k = heap_d.shape[1]
-    cdef Py_ssize_t q, h, nh, j, done
-    cdef double d, top, thr, qv, a, b, e, alpha
-    cdef double *hd
-    cdef int64_t *hi
-    cdef int64_t *hn
-    cdef int32_t *hits
-    cdef const real_t *g
+    cdef Py_ssize_t qb, nqb, q0, nq, r0, nr, a, q, t, per
+    cdef int avx2 = mmfs_gemm_has_avx2()
+    cdef int nt = max(1, n_threads)
+    cdef real_t *gt
     if m == 0 or n == 0 or k == 0:
         return
-    cdef int32_t[:, ::1] hitbuf = np.empty((max(1, n_threads), 64), dtype=np.int32)
+    cdef int32_t[:, ::1] hitbuf = np.empty((nt, 64), dtype=np.int32)
+    cdef real_t[:, ::1] gbuf
+    if real_t is float:
+        gbuf = np.empty((nt, GQ * GR), dtype=np.float32)
+    else:
+        gbuf = np.empty((nt, GQ * GR), dtype=np.float64)
     cdef double[::1] c
     if metric == MMFS_COSINE:
         c = np.ascontiguousarray(dn)
@@ -311,47 +373,25 @@ def knn_gemm(int metric, const real_t[:, ::1] G, const real_t[:, ::1] Q,
     cdef const real_t *pQ = &Q[0, 0]
     cdef const real_t *pD = &D[0, 0]
     cdef const double *pc = &c[0]
-    cdef bint cos = metric == MMFS_COSINE
     cdef mmfs_metric_t mt = _metric(metric, 0.0, np.empty(0))
-    for q in prange(m, nogil=True, schedule="static", num_threads=max(1, n_threads)):
-        hd = &heap_d[q, 0]
-        hi = &heap_i[q, 0]
-        hn = &heap_n[q]
-        g = &G[q, 0]
-        hits = &hitbuf[threadid(), 0]
-        qv = qn[q]
-        a = 0.0
-        b = 0.0
-        e = 0.0
-        alpha = 0.0
-        if metric == MMFS_COSINE:
-            b = -qv
-            alpha = 1.0 - gamma
-        elif metric == MMFS_INNER:
-            a = -gamma * sqrt(qv)
-            e = -1.0
-        else:
-            a = 1.0
-            e = -2.0
-            alpha = (1.0 - gamma) * qv
-        done = 0
-        while done < n and hn[0] < k:
-            # Until the heap is full every row goes in, whatever its bound (even NaN).
-            d = _pair(&mt, pQ + q * K, pD + done * K, K, qv if cos else 0.0,
-                      pc[done] if cos else 0.0, NULL)
-            heap_push(hd, hi, hn, k, d, offset + done)
-            done = done + 1
-        while done < n:
-            top = _top(hd, hn, k)
-            thr = top * top if (metric == MMFS_EUCLIDEAN and top < INFINITY) else top
-            nh = _candidates(g + done, pc + done, min(64, n - done), a, b, e,
-                             thr - alpha, hits)
-            for h in range(nh):
-                j = done + hits[h]
-                d = _pair(&mt, pQ + q * K, pD + j * K, K, qv if cos else 0.0,
-                          pc[j] if cos else 0.0, NULL)
-                heap_push(hd, hi, hn, k, d, offset + j)
-            done = done + 64
+    # Thread t owns a contiguous range of query blocks and walks D once: each tile of GR
+    # rows is read from memory once per thread and reused from L2 by all its queries.
+    nqb = (m + GQ - 1) // GQ
+    nt = max(1, min(nt, nqb))
+    per = (nqb + nt - 1) // nt
+    for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+        gt = &gbuf[t, 0]
+        for r0 in range(0, n, GR):
+            nr = min(GR, n - r0)
+            for qb in range(t * per, min(nqb, (t + 1) * per)):
+                q0 = qb * GQ
+                nq = min(GQ, m - q0)
+                _gemm_tile(pQ + q0 * K, nq, pD + r0 * K, nr, K, gt, GR, avx2)
+                for a in range(nq):
+                    q = q0 + a
+                    _filter_rows(metric, &mt, pQ + q * K, pD + r0 * K, gt + a * GR, pc + r0,
+                                 nr, K, qn[q], gamma, offset + r0, &heap_d[q, 0],
+                                 &heap_i[q, 0], &heap_n[q], k, &hitbuf[t, 0])
 
 
 def pair_distances(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D, double p,

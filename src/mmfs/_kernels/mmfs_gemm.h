@@ -15,10 +15,10 @@
  *   - the K mod W leftover products are then added one by one with fused multiply-adds.
  * A fused multiply-add is exactly rounded, so the AVX2 path (x86-64-v3, chosen at run
  * time) and the portable path (fma() from libm) give the same bits, and so does every
- * tile position: a 4 x 2 tile computes each of its 8 elements exactly as a 1 x 1 tile.
+ * tile position: a 4 x 3 tile computes each of its 12 elements exactly as a 1 x 1 tile.
  *
- * Speed: the AVX2 micro-kernel keeps a 4 x 2 tile of accumulators in 8 registers and
- * streams K with 6 loads per 8 FMAs, four of them from rows that stay in L1; callers (_dense.pyx) block B rows so a tile's
+ * Speed: the AVX2 micro-kernel keeps a 4 x 3 tile of accumulators in 12 registers and
+ * streams K with 7 loads per 12 FMAs, four of them from rows that stay in L1; callers (_dense.pyx) block B rows so a tile's
  * operands come from L1/L2.
  */
 #ifndef MMFS_GEMM_H
@@ -80,9 +80,10 @@ __attribute__((target("avx2,fma"))) static inline __m128 mmfs_hsum8x4(__m256 c0,
     return _mm_add_ps(even, odd);
 }
 
-/* 4 rows of A against 2 rows of B: 8 accumulators, and per step of W values 4 loads of A
- * (from L1: the 4 rows are reused across all of B's block) and 2 of B (from L2). */
-#define MMFS_GEMM_AVX2(T, SFX, V, W, LD, FM, ZERO, HS, FMA)                                  \
+/* 4 rows of A against 3 rows of B: 12 independent accumulator chains (enough to cover
+ * the FMA latency), and per step of W values 3 loads of B (from L2) and 4 of A (from L1:
+ * the 4 rows are reused across all of B's block). */
+#define MMFS_GEMM_AVX2(T, SFX, V, W, LD, FM, ZERO, HS, HS4, FMA)                                  \
     __attribute__((target("avx2,fma"))) static void mmfs_gemm_tile_avx2_##SFX(               \
         const T *A, Py_ssize_t ma, const T *B, Py_ssize_t mb, Py_ssize_t K, T *C,            \
         Py_ssize_t ldc) {                                                                    \
@@ -90,24 +91,31 @@ __attribute__((target("avx2,fma"))) static inline __m128 mmfs_hsum8x4(__m256 c0,
         for (; i + 4 <= ma; i += 4) {                                                        \
             const T *a0 = A + i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;               \
             Py_ssize_t j = 0;                                                                \
-            for (; j + 2 <= mb; j += 2) {                                                    \
-                const T *b0 = B + j * K, *b1 = b0 + K;                                       \
+            for (; j + 3 <= mb; j += 3) {                                                    \
+                const T *b0 = B + j * K, *b1 = b0 + K, *b2 = b1 + K;                         \
                 V c00 = ZERO, c10 = ZERO, c20 = ZERO, c30 = ZERO;                            \
                 V c01 = ZERO, c11 = ZERO, c21 = ZERO, c31 = ZERO;                            \
+                V c02 = ZERO, c12 = ZERO, c22 = ZERO, c32 = ZERO;                            \
                 for (Py_ssize_t k = 0; k < KW; k += W) {                                     \
-                    V y0 = LD(b0 + k), y1 = LD(b1 + k), x;                                   \
-                    x = LD(a0 + k); c00 = FM(x, y0, c00); c01 = FM(x, y1, c01);              \
-                    x = LD(a1 + k); c10 = FM(x, y0, c10); c11 = FM(x, y1, c11);              \
-                    x = LD(a2 + k); c20 = FM(x, y0, c20); c21 = FM(x, y1, c21);              \
-                    x = LD(a3 + k); c30 = FM(x, y0, c30); c31 = FM(x, y1, c31);              \
+                    V y0 = LD(b0 + k), y1 = LD(b1 + k), y2 = LD(b2 + k), x;                  \
+                    x = LD(a0 + k);                                                          \
+                    c00 = FM(x, y0, c00); c01 = FM(x, y1, c01); c02 = FM(x, y2, c02);        \
+                    x = LD(a1 + k);                                                          \
+                    c10 = FM(x, y0, c10); c11 = FM(x, y1, c11); c12 = FM(x, y2, c12);        \
+                    x = LD(a2 + k);                                                          \
+                    c20 = FM(x, y0, c20); c21 = FM(x, y1, c21); c22 = FM(x, y2, c22);        \
+                    x = LD(a3 + k);                                                          \
+                    c30 = FM(x, y0, c30); c31 = FM(x, y1, c31); c32 = FM(x, y2, c32);        \
                 }                                                                            \
-                T r[8];                                                                      \
-                HS(r, c00, c01, c10, c11, c20, c21, c30, c31);                               \
+                T r[12];                                                                     \
+                HS(r, c00, c01, c02, c10, c11, c12, c20, c21);                               \
+                HS4(r + 8, c22, c30, c31, c32);                                              \
                 const T *ar[4] = {a0, a1, a2, a3};                                           \
                 for (int p = 0; p < 4; p++)                                                  \
-                    for (int q = 0; q < 2; q++) {                                            \
-                        T s = r[2 * p + q];                                                  \
-                        for (Py_ssize_t k = KW; k < K; k++) s = FMA(ar[p][k], B[(j + q) * K + k], s); \
+                    for (int q = 0; q < 3; q++) {                                            \
+                        T s = r[3 * p + q];                                                  \
+                        for (Py_ssize_t k = KW; k < K; k++)                                  \
+                            s = FMA(ar[p][k], B[(j + q) * K + k], s);                        \
                         C[(i + p) * ldc + j + q] = s;                                        \
                     }                                                                        \
             }                                                                                \
@@ -126,11 +134,17 @@ __attribute__((target("avx2,fma"))) static inline __m128 mmfs_hsum8x4(__m256 c0,
         _mm_storeu_ps(r, mmfs_hsum8x4(a, b, c, d));                                          \
         _mm_storeu_ps(r + 4, mmfs_hsum8x4(e, f, g, h));                                      \
     } while (0)
+#define MMFS_HS4_F32(r, a, b, c, d) _mm_storeu_ps((r), mmfs_hsum8x4(a, b, c, d))
+#define MMFS_HS4_F64(r, a, b, c, d)                                                          \
+    do {                                                                                     \
+        (r)[0] = mmfs_hsum4(a); (r)[1] = mmfs_hsum4(b); (r)[2] = mmfs_hsum4(c);                    \
+        (r)[3] = mmfs_hsum4(d);                                                                \
+    } while (0)
 #define MMFS_HS8_F64(r, a, b, c, d, e, f, g, h)                                              \
     do {                                                                                     \
-        r[0] = mmfs_hsum4(a); r[1] = mmfs_hsum4(b); r[2] = mmfs_hsum4(c);                    \
-        r[3] = mmfs_hsum4(d); r[4] = mmfs_hsum4(e); r[5] = mmfs_hsum4(f);                    \
-        r[6] = mmfs_hsum4(g); r[7] = mmfs_hsum4(h);                                          \
+        (r)[0] = mmfs_hsum4(a); (r)[1] = mmfs_hsum4(b); (r)[2] = mmfs_hsum4(c);                    \
+        (r)[3] = mmfs_hsum4(d); (r)[4] = mmfs_hsum4(e); (r)[5] = mmfs_hsum4(f);                    \
+        (r)[6] = mmfs_hsum4(g); (r)[7] = mmfs_hsum4(h);                                          \
     } while (0)
 
 #define MMFS_DOT1_AVX2(T, SFX, V, W, LD, FM, ZERO, HS, FMA)                                  \
@@ -149,9 +163,9 @@ MMFS_DOT1_AVX2(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_s
 MMFS_DOT1_AVX2(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd(),
                mmfs_hsum4, fma)
 MMFS_GEMM_AVX2(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps(),
-               MMFS_HS8_F32, fmaf)
+               MMFS_HS8_F32, MMFS_HS4_F32, fmaf)
 MMFS_GEMM_AVX2(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd(),
-               MMFS_HS8_F64, fma)
+               MMFS_HS8_F64, MMFS_HS4_F64, fma)
 #endif
 
 static int mmfs_gemm_has_avx2(void) {
