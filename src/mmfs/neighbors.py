@@ -130,6 +130,9 @@ def knn(
     heap_n = np.zeros(nq, dtype=np.int64)
     fast = _fast(m, D, Q)
     step = _block_rows(nq, D.shape[1], np.dtype(ct).itemsize, working_memory)
+    if fast and working_memory is None and D.dtype == ct and D.flags.c_contiguous:
+        # Blocks of such data are views, never copies: one block, one parallel region.
+        step = max(step, D.shape[0])
     if fast:
         Qc = as_matrix(Q, "queries", ct)
         _fast_knn(m, D, Qc, ct, step, heap_d, heap_i, heap_n, nt)
