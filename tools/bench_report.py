@@ -48,7 +48,7 @@ def _full(bench: dict[str, Any], stat: str) -> float:
 
 def _default_target(group: str, impl: str) -> str | None:
     """The target of a peer in files written before extra_info carried it."""
-    if impl in ("scipy", "numpy") and group.startswith("cdist"):
+    if impl == "scipy" and group.startswith("cdist"):
         return "3x"
     if impl == "sklearn":
         return "as_fast"
