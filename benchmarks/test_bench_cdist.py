@@ -21,19 +21,7 @@ from sklearn.metrics import pairwise_distances
 
 import mmfs
 
-METRICS = [
-    "euclidean",
-    "sqeuclidean",
-    "cosine",
-    "cityblock",
-    "chebyshev",
-    "minkowski",
-    "seuclidean",
-    "mahalanobis",
-    "hamming",
-    "jaccard",
-    "inner_product",
-]
+METRICS = list(mmfs.METRICS)
 SKLEARN = ("euclidean", "cosine")
 BOOLEAN = ("hamming", "jaccard")
 

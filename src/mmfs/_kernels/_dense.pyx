@@ -23,48 +23,7 @@ Every function releases the GIL; nothing here raises on user input.
 
 from cython.parallel cimport prange
 
-ctypedef fused real_t:
-    float
-    double
-
-cdef extern from "mmfs_gemm.h" nogil:
-    int mmfs_gemm_has_avx2()
-    void mmfs_gemm_tile_f32(const float *A, Py_ssize_t ma, const float *B, Py_ssize_t mb,
-                            Py_ssize_t K, float *C, Py_ssize_t ldc, int avx2)
-    void mmfs_gemm_tile_f64(const double *A, Py_ssize_t ma, const double *B, Py_ssize_t mb,
-                            Py_ssize_t K, double *C, Py_ssize_t ldc, int avx2)
-
-cdef extern from "mmfs_dense.h" nogil:
-    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_CITYBLOCK, MMFS_CHEBYSHEV
-    int MMFS_MINKOWSKI, MMFS_COSINE, MMFS_INNER, MMFS_HAMMING, MMFS_JACCARD
-    int MMFS_SEUCLIDEAN, MMFS_MAHALANOBIS
-    ctypedef struct mmfs_metric_t:
-        int metric
-        double p
-        const double *w
-    void mmfs_block_f32(const mmfs_metric_t *mt, const float *A, Py_ssize_t lda,
-                        Py_ssize_t ma, const float *B, Py_ssize_t ldb, Py_ssize_t mb,
-                        Py_ssize_t K, const double *inva, const double *invb,
-                        float *out, Py_ssize_t ldo)
-    void mmfs_block_f64(const mmfs_metric_t *mt, const double *A, Py_ssize_t lda,
-                        Py_ssize_t ma, const double *B, Py_ssize_t ldb, Py_ssize_t mb,
-                        Py_ssize_t K, const double *inva, const double *invb,
-                        double *out, Py_ssize_t ldo)
-    double mmfs_stream_sum_f32(const float *x, Py_ssize_t n)
-    Py_ssize_t mmfs_fix_euclidean_f32(float *g, const float *a, const float *B, Py_ssize_t mb,
-                                      Py_ssize_t K, double na, const double *nb, double tau,
-                                      int squared)
-    Py_ssize_t mmfs_fix_euclidean_f64(double *g, const double *a, const double *B,
-                                      Py_ssize_t mb, Py_ssize_t K, double na,
-                                      const double *nb, double tau, int squared)
-    Py_ssize_t mmfs_fix_cosine_f32(float *g, const float *a, const float *B, Py_ssize_t mb,
-                                   Py_ssize_t K, double ia, const double *ib, double tau)
-    Py_ssize_t mmfs_fix_cosine_f64(double *g, const double *a, const double *B, Py_ssize_t mb,
-                                   Py_ssize_t K, double ia, const double *ib, double tau)
-    void mmfs_sq_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
-    void mmfs_sq_norms_f64(const double *X, Py_ssize_t n, Py_ssize_t K, double *out)
-    void mmfs_inv_norms_f32(const float *X, Py_ssize_t n, Py_ssize_t K, double *out)
-    void mmfs_inv_norms_f64(const double *X, Py_ssize_t n, Py_ssize_t K, double *out)
+from mmfs._kernels._headers cimport *
 
 METRIC_CODES = {
     "sqeuclidean": MMFS_SQEUCLIDEAN,
@@ -79,16 +38,6 @@ METRIC_CODES = {
     "seuclidean": MMFS_SEUCLIDEAN,
     "mahalanobis": MMFS_MAHALANOBIS,
 }
-
-
-cdef inline void _block(const mmfs_metric_t *mt, const real_t *A, Py_ssize_t lda,
-                        Py_ssize_t ma, const real_t *B, Py_ssize_t ldb, Py_ssize_t mb,
-                        Py_ssize_t K, const double *inva, const double *invb,
-                        real_t *out, Py_ssize_t ldo) noexcept nogil:
-    if real_t is float:
-        mmfs_block_f32(mt, A, lda, ma, B, ldb, mb, K, inva, invb, out, ldo)
-    else:
-        mmfs_block_f64(mt, A, lda, ma, B, ldb, mb, K, inva, invb, out, ldo)
 
 
 def tile_shape(Py_ssize_t K, Py_ssize_t itemsize):
@@ -133,7 +82,7 @@ def pairwise_direct(int metric, const real_t[:, ::1] A, const real_t[:, ::1] B,
         j0 = tj * tb
         ra = min(ta, ma - i0)
         rb = min(tb, mb - j0)
-        _block(&mt, pa + i0 * K, K, ra, pb + j0 * K, K, rb, K,
+        block(&mt, pa + i0 * K, K, ra, pb + j0 * K, K, rb, K,
                (pia + i0) if pia != NULL else NULL,
                (pib + j0) if pib != NULL else NULL,
                po + i0 * ldo + j0, ldo)
@@ -166,12 +115,8 @@ def gemm_nt(const real_t[:, ::1] A, const real_t[:, ::1] B, real_t[:, ::1] C,
         ti = t - tj * na_t
         i0 = ti * ta
         j0 = tj * tb
-        if real_t is float:
-            mmfs_gemm_tile_f32(pa + i0 * K, min(ta, ma - i0), pb + j0 * K, min(tb, mb - j0),
-                               K, pc + i0 * ldc + j0, ldc, avx2)
-        else:
-            mmfs_gemm_tile_f64(pa + i0 * K, min(ta, ma - i0), pb + j0 * K, min(tb, mb - j0),
-                               K, pc + i0 * ldc + j0, ldc, avx2)
+        gemm_tile(pa + i0 * K, min(ta, ma - i0), pb + j0 * K, min(tb, mb - j0), K,
+                  pc + i0 * ldc + j0, ldc, avx2)
 
 
 def row_sq_norms(const real_t[:, ::1] X, double[::1] out, int n_threads):

@@ -32,39 +32,7 @@ from libc.stdint cimport int32_t, int64_t
 import numpy as np
 from libc.stdlib cimport malloc, free
 
-ctypedef fused real_t:
-    float
-    double
-
-cdef extern from "mmfs_gemm.h" nogil:
-    int mmfs_gemm_has_avx2()
-    void mmfs_gemm_tile_f32(const float *A, Py_ssize_t ma, const float *B, Py_ssize_t mb,
-                            Py_ssize_t K, float *C, Py_ssize_t ldc, int avx2)
-    void mmfs_gemm_tile_f64(const double *A, Py_ssize_t ma, const double *B, Py_ssize_t mb,
-                            Py_ssize_t K, double *C, Py_ssize_t ldc, int avx2)
-
-cdef extern from "mmfs_dense.h" nogil:
-    int MMFS_SQEUCLIDEAN, MMFS_EUCLIDEAN, MMFS_COSINE, MMFS_INNER, MMFS_MAHALANOBIS
-    ctypedef struct mmfs_metric_t:
-        int metric
-        double p
-        const double *w
-    void mmfs_block_f32(const mmfs_metric_t *mt, const float *A, Py_ssize_t lda,
-                        Py_ssize_t ma, const float *B, Py_ssize_t ldb, Py_ssize_t mb,
-                        Py_ssize_t K, const double *inva, const double *invb,
-                        float *out, Py_ssize_t ldo)
-    void mmfs_block_f64(const mmfs_metric_t *mt, const double *A, Py_ssize_t lda,
-                        Py_ssize_t ma, const double *B, Py_ssize_t ldb, Py_ssize_t mb,
-                        Py_ssize_t K, const double *inva, const double *invb,
-                        double *out, Py_ssize_t ldo)
-    double mmfs_pair_f32(const mmfs_metric_t *mt, const float *a, const float *b,
-                         Py_ssize_t K, double ia, double ib, double *scratch)
-    double mmfs_pair_f64(const mmfs_metric_t *mt, const double *a, const double *b,
-                         Py_ssize_t K, double ia, double ib, double *scratch)
-    Py_ssize_t mmfs_candidates_f32(const float *g, const double *c, Py_ssize_t n, double a,
-                                   double b, double e, double thr, int32_t *hits)
-    Py_ssize_t mmfs_candidates_f64(const double *g, const double *c, Py_ssize_t n, double a,
-                                   double b, double e, double thr, int32_t *hits)
+from mmfs._kernels._headers cimport *
 
 DEF ROWS = 128   # data rows per tile
 DEF QROWS = 8    # queries per tile
@@ -120,15 +88,6 @@ cdef inline bint heap_rejects(const double *hd, const int64_t *hi, int64_t n, Py
                               double lower) noexcept nogil:
     """True when a full heap's worst entry is strictly better than `lower`."""
     return n == k and hd[0] == hd[0] and lower > hd[0]
-
-
-cdef inline void _block(const mmfs_metric_t *mt, const real_t *A, Py_ssize_t ma,
-                        const real_t *B, Py_ssize_t mb, Py_ssize_t K, const double *inva,
-                        const double *invb, real_t *out, Py_ssize_t ldo) noexcept nogil:
-    if real_t is float:
-        mmfs_block_f32(mt, A, K, ma, B, K, mb, K, inva, invb, out, ldo)
-    else:
-        mmfs_block_f64(mt, A, K, ma, B, K, mb, K, inva, invb, out, ldo)
 
 
 cdef inline double _pair(const mmfs_metric_t *mt, const real_t *a, const real_t *b,
@@ -193,7 +152,7 @@ cdef void _scan(const mmfs_metric_t *mt, const real_t *Q, Py_ssize_t q0, Py_ssiz
             nq = min(QROWS, q1 - qa)
             iq = (invq + qa) if invq != NULL else NULL
             idd = (invd + ra) if invd != NULL else NULL
-            _block(&sq, Q + qa * K, nq, D + ra * K, nr, K, iq, idd, buf, ROWS)
+            block(&sq, Q + qa * K, K, nq, D + ra * K, K, nr, K, iq, idd, buf, ROWS)
             for a in range(nq):
                 qhd = hd + (qa + a) * k
                 qhi = hi + (qa + a) * k
@@ -317,14 +276,6 @@ cdef void _filter_rows(int metric, const mmfs_metric_t *mt, const real_t *q,
         done = done + 64
 
 
-cdef inline void _gemm_tile(const real_t *A, Py_ssize_t ma, const real_t *B, Py_ssize_t mb,
-                            Py_ssize_t K, real_t *C, Py_ssize_t ldc, int avx2) noexcept nogil:
-    if real_t is float:
-        mmfs_gemm_tile_f32(A, ma, B, mb, K, C, ldc, avx2)
-    else:
-        mmfs_gemm_tile_f64(A, ma, B, mb, K, C, ldc, avx2)
-
-
 DEF GQ = 32     # queries per GEMM tile
 DEF GR = 255    # data rows per GEMM tile (a multiple of the micro-tile, 3)
 
@@ -386,7 +337,7 @@ def knn_gemm(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D,
             for qb in range(t * per, min(nqb, (t + 1) * per)):
                 q0 = qb * GQ
                 nq = min(GQ, m - q0)
-                _gemm_tile(pQ + q0 * K, nq, pD + r0 * K, nr, K, gt, GR, avx2)
+                gemm_tile(pQ + q0 * K, nq, pD + r0 * K, nr, K, gt, GR, avx2)
                 for a in range(nq):
                     q = q0 + a
                     _filter_rows(metric, &mt, pQ + q * K, pD + r0 * K, gt + a * GR, pc + r0,
