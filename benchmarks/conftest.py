@@ -459,7 +459,10 @@ def summary_lines(h: Harness) -> list[str]:
                 f"| {_fmt_mib(e.peak_rss)} | {_fmt_mib(e.peak_traced)} | {e.note} |"
             )
     lines.append("")
-    lines.append(f"targets: {n_pass} PASS, {n_fail} FAIL")
+    verdict = f"targets: {n_pass} PASS, {n_fail} FAIL"
+    if size_name() != "full":
+        verdict += f" (at {SIZE_ENV}={size_name()}: the targets are for the full size)"
+    lines.append(verdict)
     return lines
 
 
