@@ -11,6 +11,7 @@ __all__ = [
     "CorruptStoreError",
     "DimensionError",
     "FormatError",
+    "LockedError",
     "MemoryBudgetError",
     "MetricError",
     "MmfsError",
@@ -57,3 +58,7 @@ class MemoryBudgetError(MmfsError, MemoryError):
 
 class StoreClosedError(MmfsError, RuntimeError):
     """The store was used after close(), or closed while views into it were alive."""
+
+
+class LockedError(MmfsError, TimeoutError):
+    """Another writer holds the store's writer lock (and the timeout ran out)."""
