@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite against kernels built with AddressSanitizer (and, with DEBUG=1, with
 # Cython's bounds checks on too), in a throw-away clone so the working build is untouched.
-#   tools/sanitize.sh [pytest args...]
+#   tools/sanitize.sh [pytest args...]      (default: the whole tests/ folder)
 set -euo pipefail
 src=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 dir=$(mktemp -d /tmp/mmfs-asan.XXXXXX)
@@ -14,4 +14,4 @@ MMFS_DEBUG=${DEBUG:-0} CFLAGS="-fsanitize=address -fno-omit-frame-pointer" \
 # Python itself is not instrumented: preload the runtime, and skip leak reports (the
 # interpreter keeps memory alive at exit on purpose).
 ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
-    .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+    .venv/bin/python -m pytest -q -p no:cacheprovider "${@:-tests}"
