@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from targets import TARGETS, Target, fmt_seconds
 
 SIZE_ENV = "MMFS_BENCH_SIZE"
 
@@ -110,26 +111,6 @@ def size_name() -> str:
 # --------------------------------------------------------------------------------------
 # Targets and the per-session record
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target on ``speedup = peer time / mmfs time``: PASS when speedup >= minimum."""
-
-    minimum: float
-    text: str
-
-    def check(self, speedup: float) -> bool:
-        return speedup >= self.minimum
-
-
-# The issue's targets, by the key a test passes to Harness.run(target=...).
-TARGETS = {
-    "3x": Target(3.0, "mmfs >= 3x faster"),
-    "as_fast": Target(1.0, "mmfs at least as fast"),
-    "faster": Target(1.0, "mmfs faster"),
-    "floor": Target(1 / 1.1, "mmfs <= 1.1x floor"),
-}
 
 
 @dataclass
@@ -416,16 +397,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def _fmt_s(x: float) -> str:
-    if x >= 100:
-        return f"{x:.0f} s"
-    if x >= 1:
-        return f"{x:.2f} s"
-    if x >= 1e-3:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x * 1e6:.0f} µs"
-
-
 def _fmt_mib(x: int | None) -> str:
     return "" if x is None else f"{x / 2**20:.0f}"
 
@@ -455,7 +426,7 @@ def summary_lines(h: Harness) -> list[str]:
                     n_pass += ok
                     n_fail += not ok
             lines.append(
-                f"| {group} | {e.impl} | {_fmt_s(e.seconds)} | {speed} | {target} | {verdict} "
+                f"| {group} | {e.impl} | {fmt_seconds(e.seconds)} | {speed} | {target} | {verdict} "
                 f"| {_fmt_mib(e.peak_rss)} | {_fmt_mib(e.peak_traced)} | {e.note} |"
             )
     lines.append("")

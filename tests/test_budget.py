@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 
 from mmfs import budget as budget_mod
@@ -36,9 +37,7 @@ RAM = 16 * GiB  # the fake machine's memory in every test that reads RAM
 @pytest.fixture(autouse=True)
 def fake_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A 16 GiB machine with no cgroup limit, so fractions do not depend on the host."""
-    monkeypatch.setattr(
-        budget_mod.psutil, "virtual_memory", lambda: SimpleNamespace(total=RAM, available=RAM)
-    )
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=RAM, available=RAM))
     monkeypatch.setattr(
         budget_mod, "_CGROUP_MEMORY_FILES", (str(tmp_path / "absent" / "memory.max"),)
     )
@@ -611,9 +610,7 @@ MemInfoNoShared = namedtuple("MemInfoNoShared", ["rss"])
 
 
 def fake_process(monkeypatch: pytest.MonkeyPatch, info: object) -> None:
-    monkeypatch.setattr(
-        budget_mod.psutil, "Process", lambda: SimpleNamespace(memory_info=lambda: info)
-    )
+    monkeypatch.setattr(psutil, "Process", lambda: SimpleNamespace(memory_info=lambda: info))
 
 
 def test_process_memory_is_anonymous_resident_memory(monkeypatch: pytest.MonkeyPatch) -> None:

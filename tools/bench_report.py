@@ -15,25 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-# Same keys and thresholds as TARGETS in benchmarks/conftest.py.
-TARGETS: dict[str, tuple[float, str]] = {
-    "3x": (3.0, "mmfs >= 3x faster"),
-    "as_fast": (1.0, "mmfs at least as fast"),
-    "faster": (1.0, "mmfs faster"),
-    "floor": (1 / 1.1, "mmfs <= 1.1x floor"),
-}
-
-
-def _fmt_s(x: float) -> str:
-    if x >= 100:
-        return f"{x:.0f} s"
-    if x >= 1:
-        return f"{x:.2f} s"
-    if x >= 1e-3:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x * 1e6:.0f} µs"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from targets import TARGETS, fmt_seconds
 
 
 def _full(bench: dict[str, Any], stat: str) -> float:
@@ -85,14 +71,15 @@ def table(doc: dict[str, Any]) -> list[str]:
                 s_med, s_min = f"{r_med:.2f}", f"{r_min:.2f}"
                 key = b["extra_info"].get("target") or _default_target(group, impl)
                 if key in TARGETS:
-                    minimum, target = TARGETS[key]
+                    minimum, target = TARGETS[key].minimum, TARGETS[key].text
                     ok = r_med >= minimum
                     verdict = "PASS" if ok else "FAIL"
                     n_pass += ok
                     n_fail += not ok
             info = b["extra_info"]
             lines.append(
-                f"| {group} | {impl} | {_fmt_s(med)} | {_fmt_s(mn)} | {b['stats']['rounds']} "
+                f"| {group} | {impl} | {fmt_seconds(med)} | {fmt_seconds(mn)} "
+                f"| {b['stats']['rounds']} "
                 f"| {s_med} | {s_min} | {target} | {verdict} "
                 f"| {_mib(info.get('peak_rss_bytes'))} | {_mib(info.get('peak_traced_bytes'))} |"
             )
