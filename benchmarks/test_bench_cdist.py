@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy.spatial.distance import cdist as scipy_cdist
-from sklearn.metrics import pairwise_distances
+from peers import cdist_group, run_mmfs, run_scipy, run_sklearn
 
 import mmfs
 
@@ -54,32 +53,13 @@ def _inputs(metric: str, data: Any) -> tuple[np.ndarray, np.ndarray]:
 def test_cdist(benchmark, harness, sizes, cdist_data, metric: Any, impl: str) -> None:
     A, B = _inputs(metric, cdist_data)
     kw = _kwargs(metric, cdist_data)
-    group = f"cdist {A.shape[0]}x{B.shape[0]}x{A.shape[1]} {metric}"
     if impl == "mmfs":
-        out = harness.run(benchmark, group, "mmfs", lambda: mmfs.cdist(A, B, metric, **kw))
-        assert out.shape == (A.shape[0], B.shape[0])
+        run_mmfs(benchmark, harness, A, B, metric, **kw)
     elif impl == "numpy":
         # scipy has no inner-product metric; numpy's BLAS product is the floor to report.
-        out = harness.run(benchmark, group, "numpy", lambda: -(A @ B.T))
+        out = harness.run(benchmark, cdist_group(A, B, metric), "numpy", lambda: -(A @ B.T))
         np.testing.assert_allclose(mmfs.cdist(A[:4], B, metric), out[:4], rtol=1e-5, atol=1e-4)
     elif impl == "sklearn":
-        out = harness.run(
-            benchmark,
-            group,
-            "sklearn",
-            lambda: pairwise_distances(A, B, metric=metric),
-            target="as_fast",
-        )
-        np.testing.assert_allclose(mmfs.cdist(A[:4], B, metric), out[:4], rtol=1e-4, atol=1e-4)
+        run_sklearn(benchmark, harness, A, B, metric)
     else:
-        rows = min(sizes.scipy_rows[metric], A.shape[0])
-        As = A[:rows]
-        out = harness.run(
-            benchmark,
-            group,
-            "scipy",
-            lambda: scipy_cdist(As, B, metric, **kw),
-            target="3x",
-            scale=(rows, A.shape[0], lambda: scipy_cdist(A[:0], B, metric, **kw)),
-        )
-        np.testing.assert_allclose(mmfs.cdist(As, B, metric, **kw), out, rtol=1e-4, atol=1e-5)
+        run_scipy(benchmark, harness, A, B, metric, sizes.scipy_rows[metric], **kw)

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
-from scipy.spatial.distance import cdist as scipy_cdist
-from sklearn.metrics import pairwise_distances
-
-import mmfs
+from peers import run_mmfs, run_scipy, run_sklearn
 
 CASES = [(m, i) for m in ("euclidean", "cosine") for i in ("scipy", "sklearn", "mmfs")]
 
@@ -24,28 +20,9 @@ CASES = [(m, i) for m in ("euclidean", "cosine") for i in ("scipy", "sklearn", "
 @pytest.mark.parametrize(("metric", "impl"), CASES, ids=[f"{m}-{i}" for m, i in CASES])
 def test_cdist_highdim(benchmark, harness, sizes, highdim_data, metric: Any, impl: str) -> None:
     A, B = highdim_data.A, highdim_data.B
-    group = f"cdist {A.shape[0]}x{B.shape[0]}x{A.shape[1]} {metric}"
     if impl == "mmfs":
-        out = harness.run(benchmark, group, "mmfs", lambda: mmfs.cdist(A, B, metric))
-        assert out.shape == (A.shape[0], B.shape[0])
+        run_mmfs(benchmark, harness, A, B, metric)
     elif impl == "sklearn":
-        out = harness.run(
-            benchmark,
-            group,
-            "sklearn",
-            lambda: pairwise_distances(A, B, metric=metric),
-            target="as_fast",
-        )
-        np.testing.assert_allclose(mmfs.cdist(A[:4], B, metric), out[:4], rtol=1e-4, atol=1e-4)
+        run_sklearn(benchmark, harness, A, B, metric)
     else:
-        rows = min(sizes.hd_scipy_rows, A.shape[0])
-        As = A[:rows]
-        out = harness.run(
-            benchmark,
-            group,
-            "scipy",
-            lambda: scipy_cdist(As, B, metric),
-            target="3x",
-            scale=(rows, A.shape[0], lambda: scipy_cdist(A[:0], B, metric)),
-        )
-        np.testing.assert_allclose(mmfs.cdist(As, B, metric), out, rtol=1e-4, atol=1e-5)
+        run_scipy(benchmark, harness, A, B, metric, sizes.hd_scipy_rows)

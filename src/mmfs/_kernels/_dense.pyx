@@ -10,8 +10,9 @@ kernels only compute).  Two routes produce a distance matrix:
   output is cut into tiles of TILE_A x TILE_B pairs so the B rows of a tile stay in L1/L2
   while every A row of the tile streams past them; tiles are spread over OpenMP threads.
 
-* GEMM: for euclidean, squared euclidean and cosine the caller computes G = A @ B.T with
-  BLAS into `out`, and the fix-up kernels here turn G into distances in place:
+* GEMM: for euclidean, squared euclidean and cosine, gemm_nt computes G = A @ B.T into
+  `out` (mmfs_gemm.h: a fixed order of operations, so the same bits for any thread
+  count), and the fix-up kernels here turn G into distances in place:
       d^2 = |a|^2 + |b|^2 - 2 g        cos = 1 - g / (|a| |b|)
   Both suffer cancellation when a and b are close.  A pair whose GEMM value is below
   tau * (|a|^2 + |b|^2) (resp. whose cosine distance is below tau) is recomputed exactly

@@ -19,10 +19,11 @@ Two routes:
   queries, threads split the queries (each heap has one owner).  With few queries (the
   online case: one query against a million rows), threads split the rows, each fills
   private heaps, and the private heaps are merged at the end in thread order.
-* knn_gemm: the caller computes G = Q @ D.T by BLAS.  G gives an approximate distance and
-  a rigorous error bound (gamma_K = K*u/(1-K*u) on a dot product, Higham 3.1); a row whose
-  lower bound cannot beat the current k-th distance is skipped, the others are recomputed
-  exactly and pushed.  Skipping is therefore never wrong, only the cost depends on G.
+* knn_gemm: tiles of G = Q @ D.T are computed by mmfs_gemm.h inside the parallel loop.
+  G gives an approximate distance and a rigorous error bound (gamma_K = K*u/(1-K*u) on a
+  dot product, Higham 3.1); a row whose lower bound cannot beat the current k-th distance
+  is skipped, the others are recomputed exactly and pushed.  Skipping is therefore never
+  wrong, only the cost depends on G.
 """
 
 from cython.parallel cimport prange, threadid
@@ -288,9 +289,8 @@ def knn_gemm(int metric, const real_t[:, ::1] Q, const real_t[:, ::1] D,
 
     Each thread takes a range of queries and walks D in tiles of GR rows; for each block
     of GQ queries the tile of G is computed by mmfs_gemm.h into a buffer that stays in
-    L1, filtered at once, and only rows that may enter a heap are recomputed exactly.  No BLAS: its threads would
-    fight ours for the cores between products, and nothing here needs its speed-ups on
-    G's last bits.
+    L1, filtered at once, and only rows that may enter a heap are recomputed exactly.
+    No BLAS: its threads would fight ours for the cores between products.
 
     qn/dn: squared norms (euclidean, sqeuclidean, inner_product) or inverse norms
     (cosine).  gamma bounds the error of one entry of G relative to the norms (Higham's
