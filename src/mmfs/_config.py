@@ -44,7 +44,14 @@ def usable_cpu_count() -> int:
 
 
 def effective_n_threads(n_threads: int | None = None) -> int:
-    """Resolve a user's ``n_threads`` to the number of OpenMP threads a kernel gets."""
+    """Resolve a user's ``n_threads`` to the number of OpenMP threads a kernel gets.
+
+    The argument is checked the same way in a serial build, which then always says 1."""
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or not isinstance(n_threads, int):
+            raise ParameterError(f"n_threads must be an int or None, got {n_threads!r}")
+        if n_threads == 0:
+            raise ParameterError("n_threads=0 is not a thread count; use None for all cores")
     if not _kconfig.openmp_enabled():
         return 1
     if n_threads is None:
@@ -52,10 +59,6 @@ def effective_n_threads(n_threads: int | None = None) -> int:
         if env:
             return max(1, _kconfig.omp_max_threads())
         return usable_cpu_count()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int):
-        raise ParameterError(f"n_threads must be an int or None, got {n_threads!r}")
-    if n_threads == 0:
-        raise ParameterError("n_threads=0 is not a thread count; use None for all cores")
     if n_threads < 0:  # -1 all cores, -2 all but one, as in scikit-learn
         return max(1, usable_cpu_count() + 1 + n_threads)
     return n_threads
