@@ -596,6 +596,8 @@ FIXTURES: dict[str, tuple[Any, bool]] = {
         True,
     ),
     "VTAB": (np.array([[0, 1, 2, 3], [4, 5, 4294967295, 0]], dtype=np.uint32), True),
+    "HEAD": (np.array([7, 0, 0, 0], dtype=np.uint64), False),
+    "META": (np.array([[0.5, 0.25, -1.0], [-3.0, 0.0, 2.0]], dtype=np.float32), True),
     "TEST": (
         np.array(
             [0.0, -0.0, 1.0, -2.5, 65504.0, np.inf, -np.inf, 2.0**-24] * 3, dtype=np.float16

@@ -51,6 +51,15 @@ def _version_table(path: str) -> None:
     write_array_file(path, np.array([[0, 1, 2, 3], [4, 5, 2**32 - 1, 0]], np.uint32), "VTAB")
 
 
+def _head(path: str) -> None:
+    # The generation counter is written in place: no payload checksum.
+    write_array_file(path, np.array([7, 0, 0, 0], np.uint64), "HEAD", payload_checksum=False)
+
+
+def _meta(path: str) -> None:
+    write_array_file(path, np.array([[0.5, 0.25, -1.0], [-3.0, 0.0, 2.0]], np.float32), "META")
+
+
 def _test(path: str) -> None:
     values = np.array([0.0, -0.0, 1.0, -2.5, 65504.0, np.inf, -np.inf, 2.0**-24] * 3)
     write_array_file(path, values.astype(np.float16).reshape(1, 2, 3, 4), "TEST")
@@ -65,6 +74,8 @@ WRITERS: dict[str, Callable[[str], None]] = {
     "KIDX": _key_index,
     "MNFT": _manifest,
     "VTAB": _version_table,
+    "HEAD": _head,
+    "META": _meta,
     "TEST": _test,
 }
 

@@ -1,8 +1,12 @@
 """mmfs: an embedded, memory-mapped feature database for machine learning.
 
-The vector layer is available now: :func:`cdist` (scipy-compatible pairwise distances,
-dense and CSR), exact :func:`knn` and :func:`radius` search, and custom metrics through
-:func:`register_metric`.  :func:`show_config` reports how the kernels were built.
+A store is a directory of memory-mapped files: :func:`open` it, create feature groups
+with a schema of :func:`scalar`, :func:`category`, :func:`dense` and :func:`sparse`
+features, write, commit, and read :class:`FeatureBatch` results in microseconds from
+any number of processes.  The vector layer: :func:`cdist` (scipy-compatible pairwise
+distances, dense and CSR), exact :func:`knn` and :func:`radius` search, and custom
+metrics through :func:`register_metric`.  :func:`show_config` reports how the kernels
+were built.
 """
 
 from mmfs import errors
@@ -18,9 +22,14 @@ from mmfs.errors import (
     MmfsError,
     NotFoundError,
     ParameterError,
+    ReadOnlyError,
     StoreClosedError,
 )
+from mmfs.featurebatch import FeatureBatch
+from mmfs.group import FeatureGroup
 from mmfs.neighbors import knn, radius
+from mmfs.schema import category, dense, scalar, sparse
+from mmfs.store import Store, open
 
 __version__ = "0.1.0"
 
@@ -28,6 +37,8 @@ __all__ = [
     "METRICS",
     "CorruptStoreError",
     "DimensionError",
+    "FeatureBatch",
+    "FeatureGroup",
     "FormatError",
     "LockedError",
     "MemoryBudgetError",
@@ -35,15 +46,22 @@ __all__ = [
     "MmfsError",
     "NotFoundError",
     "ParameterError",
+    "ReadOnlyError",
+    "Store",
     "StoreClosedError",
     "__version__",
+    "category",
     "cdist",
+    "dense",
     "effective_n_threads",
     "errors",
     "knn",
+    "open",
     "radius",
     "register_metric",
     "registered_metrics",
+    "scalar",
     "show_config",
+    "sparse",
     "unregister_metric",
 ]

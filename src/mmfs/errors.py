@@ -62,3 +62,7 @@ class StoreClosedError(MmfsError, RuntimeError):
 
 class LockedError(MmfsError, TimeoutError):
     """Another writer holds the store's writer lock (and the timeout ran out)."""
+
+
+class ReadOnlyError(MmfsError, PermissionError):
+    """A write to a store opened read-only (mode="r")."""

@@ -17,7 +17,9 @@ All integers are little-endian, whatever the host.  ``struct`` format ``HEADER_F
          4    4 bytes     kind           file-kind tag, 4 ASCII bytes from [A-Z0-9_]:
                                          b"ARNA" arena segment, b"KIDX" key index,
                                          b"MNFT" manifest (JSON), b"VTAB" version table,
-                                         b"TEST" tests and tools (see KINDS)
+                                         b"HEAD" generation counter, b"META" feature
+                                         metadata array, b"TEST" tests and tools
+                                         (see KINDS)
          8    2 uint16    major          format major version (this build: 1)
         10    2 uint16    minor          format minor version (this build: 0)
         12    1 uint8     dtype_code     element type, see DTYPE_CODES (0 is never valid)
@@ -148,6 +150,7 @@ __all__ = [
     "PAYLOAD_ALIGNMENT",
     "VERIFY_DEFAULT_MAX_BYTES",
     "Header",
+    "create_array_file",
     "open_array",
     "read_header",
     "read_json_file",
@@ -178,6 +181,8 @@ KINDS: Final[Mapping[str, str]] = {
     "KIDX": "key index",
     "MNFT": "manifest",
     "VTAB": "version table",
+    "HEAD": "generation counter",
+    "META": "feature metadata",
     "TEST": "test file",
 }
 _KIND_RE: Final = re.compile(rb"[A-Z0-9_]{4}")
@@ -372,6 +377,49 @@ def write_array_file(
     )
     _publish(path, raw, payload, durable)
     return _decode(raw, HEADER_SIZE + payload.nbytes, os.fspath(path), None)
+
+
+def create_array_file(
+    path: StrPath, shape: tuple[int, ...], dtype: Any, kind: str, *, durable: bool = True
+) -> Header:
+    """Publish a zero-filled file of ``shape`` and ``dtype`` meant to be written in place.
+
+    The payload is not written but allocated by ``ftruncate``: on file systems with sparse
+    files (ext4, xfs, tmpfs) it takes no space until written, so a preallocated arena
+    segment costs only the rows stored in it.  No payload checksum (the file is meant for
+    ``open_array(..., mode="r+")``).  Published by atomic rename like every other file.
+    """
+    kind_tag = _check_kind_arg(kind)
+    dt = np.dtype(dtype)
+    code = _CODE_OF.get((dt.kind, dt.itemsize))
+    if code is None or not 1 <= len(shape) <= MAX_NDIM or min(shape) < 0:
+        raise ParameterError(f"cannot create an mmfs file of dtype {dt} and shape {shape}")
+    data_length = math.prod(shape) * dt.itemsize
+    raw = _pack_fields(
+        kind=kind_tag,
+        dtype_code=code,
+        shape=tuple(shape),
+        data_length=data_length,
+        flags=0,
+        payload_crc32=0,
+    )
+    target = os.fspath(path)
+    tmp = target + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.truncate(HEADER_SIZE + data_length)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        _fsync_directory(os.path.dirname(os.path.abspath(target)))
+    return _decode(raw, HEADER_SIZE + data_length, target, None)
 
 
 # --------------------------------------------------------------------------- reading

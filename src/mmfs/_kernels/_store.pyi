@@ -1,0 +1,58 @@
+import numpy as np
+
+MISSING: int
+CORRUPT: int
+STALE: int
+
+class FieldPlan:
+    n_fields: int
+    row_bytes: int
+    def __init__(self, offsets: np.ndarray, sizes: np.ndarray) -> None: ...
+
+class RowTable:
+    def __init__(
+        self,
+        keys: dict[str, np.ndarray],
+        str_keys: bool,
+        n_keys: int,
+        n_slots: int,
+        directory: np.ndarray,
+        page_addrs: np.ndarray,
+        n_pages: int,
+        page_bits: int,
+        pseg_bits: int,
+        row_addrs: np.ndarray,
+        n_rows: int,
+        rseg_bits: int,
+        record_bytes: int,
+        head: np.ndarray,
+        generation: int,
+    ) -> None: ...
+    @property
+    def n_rows(self) -> int: ...
+    def stale(self) -> bool: ...
+    def row_of_int(self, key: int) -> int: ...
+    def row_of_str(self, key: bytes) -> int: ...
+    def rows_of_int(self, keys: np.ndarray, rows: np.ndarray, n_threads: int) -> int: ...
+    def rows_of_str(
+        self, qbytes: np.ndarray, qoffsets: np.ndarray, rows: np.ndarray, n_threads: int
+    ) -> int: ...
+    def rows_of_slots(self, slots: np.ndarray) -> int: ...
+    def get_one_int(self, key: int, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
+    def get_one_str(self, key: bytes, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
+    def gather_plan(
+        self, rows: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
+    ) -> None: ...
+
+def gather_sparse(
+    starts: np.ndarray,
+    counts: np.ndarray,
+    idx_addrs: np.ndarray,
+    val_addrs: np.ndarray,
+    seg_bits: int,
+    n_elems: int,
+    dim: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+) -> int: ...

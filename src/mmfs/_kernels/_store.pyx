@@ -1,0 +1,385 @@
+# cython: freethreading_compatible = True
+"""Read kernels of a feature group: key -> slot -> row -> bytes.
+
+Design
+------
+A feature group stores every write as an immutable *record* (one row of fixed width) in
+an append-only arena, and keeps, per committed generation, a *page table* saying which
+row is each entity's current one.  A read is three hops, all done here without Python:
+
+  key --(key index: open-addressing hash, mmfs_hash.h)--> slot
+  slot --(directory[slot >> page_bits] -> page; page[slot & (P - 1)])--> row
+  row --(row_segs[row >> rseg_bits] + (row & (R - 1)) * record_bytes)--> record bytes
+
+Arrays (all little-endian, mapped from the store's files; see mmfs/group.py):
+
+  key index        int64: keys[cap], slots[cap]; str: hashes[cap], slots[cap],
+                   key_bytes[...], key_offsets[n + 1]      (see _hash.pyx)
+  directory        int64[n_dir]: page id of each run of P = 2**page_bits slots, -1: none
+  page segments    int64[PS * P] each (PS = 2**pseg_bits pages per segment); page id p
+                   lives in segment p >> pseg_bits at element (p & (PS - 1)) * P
+  row segments     uint8[R * record_bytes] each (R = 2**rseg_bits rows per segment)
+
+Every record starts with its own slot as an int64 (offset 0) and its event time (offset
+8), then the features.  Segments are passed as base addresses (intptr_t), which the
+caller keeps alive by holding the arrays in the RowTable (`refs`).
+
+Trust.  These arrays come from files, so nothing in them is trusted: a slot beyond the
+version's n_slots reads as absent; a page id, row id or directory entry out of range, or
+a record whose slot field is not the slot that led to it, is corruption (-2), never a
+read outside an array.  The Python layer raises CorruptStoreError on it.
+
+Freshness.  `head` points at the store's generation counter (HEAD.mmfs, updated in place
+by the writer after each commit); the one-key reads return -3 when it no longer equals
+the generation this table was built for, so the caller reloads and retries: the
+"cheap generation check" costs one load from a page that is always resident.
+"""
+
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t, intptr_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
+
+cdef extern from "mmfs_hash.h" nogil:
+    int64_t MMFS_PROBE_CORRUPT
+    uint64_t mmfs_xxh64(const uint8_t *p, int64_t length, uint64_t seed)
+    int64_t mmfs_probe_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+                           int64_t n_keys, int64_t key, uint64_t *pos)
+    int64_t mmfs_probe_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+                           const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
+                           int64_t n_keys, uint64_t h, const uint8_t *key, int64_t len,
+                           uint64_t *pos)
+    int64_t mmfs_lookup_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+                            int64_t n_keys, const int64_t *q, int64_t *out, int64_t n)
+    int64_t mmfs_lookup_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+                            const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
+                            int64_t n_keys, const uint8_t *qb, const int64_t *qo,
+                            int64_t *out, int64_t n)
+
+DEF CHUNK = 4096
+
+cnp.import_array()
+
+cdef enum:
+    K_MISSING = -1
+    K_CORRUPT = -2
+    K_STALE = -3
+
+MISSING = K_MISSING
+CORRUPT = K_CORRUPT
+STALE = K_STALE
+
+
+cdef inline const void *_addr(object a):
+    """The address of a C-contiguous array's first byte (NULL for an empty one)."""
+    if a.shape[0] == 0:
+        return NULL
+    return <const void *><intptr_t>a.ctypes.data
+
+
+cdef class FieldPlan:
+    """Which fields of a record a read copies, and where they go in the output block:
+    key i's fields go back to back into out[i * row_bytes:(i + 1) * row_bytes] (field f
+    at starts[f]), so the block is a record array of the selection; when every field is
+    float32 it is the (n, d) float32 feature matrix itself.  Built once per feature
+    selection and reused."""
+
+    cdef int64_t[::1] offsets
+    cdef int64_t[::1] sizes
+    cdef int64_t[::1] starts
+    cdef readonly int64_t n_fields
+    cdef readonly int64_t row_bytes
+
+    def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes):
+        cdef Py_ssize_t f
+        self.n_fields = offsets.shape[0]
+        self.offsets = offsets.copy()
+        self.sizes = sizes.copy()
+        self.starts = sizes.copy()
+        self.row_bytes = 0
+        for f in range(self.n_fields):
+            self.starts[f] = self.row_bytes
+            self.row_bytes += sizes[f]
+
+
+cdef class RowTable:
+    """One committed generation of one feature group, ready to read.
+
+    Built by mmfs.group from validated arrays (shapes and dtypes are checked there; the
+    contents are checked here as they are used)."""
+
+    cdef const int64_t *tk
+    cdef const uint64_t *th
+    cdef const int64_t *ts
+    cdef const uint8_t *kb
+    cdef const int64_t *ko
+    cdef int64_t kb_len
+    cdef uint64_t kmask
+    cdef int64_t n_keys
+    cdef bint str_keys
+    cdef int64_t n_slots
+    cdef const int64_t *directory
+    cdef int64_t n_dir
+    cdef const intptr_t *page_segs
+    cdef int64_t n_pages
+    cdef int page_bits, pseg_bits
+    cdef const intptr_t *row_segs
+    cdef int64_t n_rows
+    cdef int rseg_bits
+    cdef int64_t record_bytes
+    cdef const uint64_t *head
+    cdef uint64_t generation
+    cdef object refs
+
+    def __init__(self, dict keys, bint str_keys, int64_t n_keys, int64_t n_slots,
+                 directory, page_addrs, int64_t n_pages, int page_bits, int pseg_bits,
+                 row_addrs, int64_t n_rows, int rseg_bits, int64_t record_bytes, head,
+                 uint64_t generation):
+        self.refs = (keys, directory, page_addrs, row_addrs, head)
+        self.str_keys = str_keys
+        self.ts = <const int64_t *>_addr(keys["slots"])
+        self.kmask = <uint64_t>keys["slots"].shape[0] - 1
+        if str_keys:
+            self.th = <const uint64_t *>_addr(keys["hashes"])
+            self.kb = <const uint8_t *>_addr(keys["key_bytes"])
+            self.kb_len = keys["key_bytes"].shape[0]
+            self.ko = <const int64_t *>_addr(keys["key_offsets"])
+        else:
+            self.tk = <const int64_t *>_addr(keys["keys"])
+        self.n_keys = n_keys
+        self.n_slots = n_slots
+        self.directory = <const int64_t *>_addr(directory)
+        self.n_dir = directory.shape[0]
+        self.page_segs = <const intptr_t *>_addr(page_addrs)
+        self.n_pages = n_pages
+        self.page_bits = page_bits
+        self.pseg_bits = pseg_bits
+        self.row_segs = <const intptr_t *>_addr(row_addrs)
+        self.n_rows = n_rows
+        self.rseg_bits = rseg_bits
+        self.record_bytes = record_bytes
+        self.head = <const uint64_t *>_addr(head)
+        self.generation = generation
+
+    @property
+    def n_rows(self):
+        return self.n_rows
+
+    def stale(self):
+        """True when the store has committed a newer generation than this table's."""
+        return self.head[0] != self.generation
+
+    cdef inline const uint8_t *record(self, int64_t row) noexcept nogil:
+        cdef int64_t mask = (<int64_t>1 << self.rseg_bits) - 1
+        return (<const uint8_t *>self.row_segs[row >> self.rseg_bits]
+                + (row & mask) * self.record_bytes)
+
+    cdef inline int64_t resolve(self, int64_t slot) noexcept nogil:
+        """slot -> row, -1 when the slot has no row in this generation, -2 corrupt."""
+        cdef int64_t p, pid, row, pmask
+        cdef const int64_t *page
+        if slot < 0 or slot >= self.n_slots:
+            return -1
+        p = slot >> self.page_bits
+        if p >= self.n_dir:
+            return K_CORRUPT
+        pid = self.directory[p]
+        if pid < 0:
+            return -1
+        if pid >= self.n_pages:
+            return K_CORRUPT
+        pmask = (<int64_t>1 << self.pseg_bits) - 1
+        page = (<const int64_t *>self.page_segs[pid >> self.pseg_bits]
+                + ((pid & pmask) << self.page_bits))
+        row = page[slot & ((<int64_t>1 << self.page_bits) - 1)]
+        if row < 0:
+            return -1 if row == -1 else K_CORRUPT
+        if row >= self.n_rows or (<const int64_t *>self.record(row))[0] != slot:
+            return K_CORRUPT
+        return row
+
+    cdef int64_t resolve_many(self, int64_t *rows, Py_ssize_t n) noexcept nogil:
+        """Slots in rows[] -> rows in place; returns the number of corrupt ones (-1)."""
+        cdef Py_ssize_t i
+        cdef int64_t bad = 0, r
+        for i in range(n):
+            r = self.resolve(rows[i])
+            if r == K_CORRUPT:
+                bad += 1
+                r = -1
+            rows[i] = r
+        return bad
+
+    # -- one key: the online path --------------------------------------------------------
+
+    cpdef int64_t row_of_int(self, int64_t key):
+        """The row of one int64 key: >= 0, MISSING, K_CORRUPT or STALE."""
+        cdef uint64_t pos
+        cdef int64_t s
+        if self.head[0] != self.generation:
+            return K_STALE
+        if self.n_keys == 0:
+            return K_MISSING
+        s = mmfs_probe_int(self.tk, self.ts, self.kmask, self.n_keys, key, &pos)
+        if s == MMFS_PROBE_CORRUPT:
+            return K_CORRUPT
+        return self.resolve(s)
+
+    cpdef int64_t row_of_str(self, const uint8_t[::1] key):
+        """The row of one key given as its UTF-8 bytes: >= 0, MISSING, K_CORRUPT or STALE."""
+        cdef uint64_t pos
+        cdef int64_t s, n = key.shape[0]
+        cdef const uint8_t *p = &key[0] if n else <const uint8_t *>""
+        if self.head[0] != self.generation:
+            return K_STALE
+        if self.n_keys == 0:
+            return K_MISSING
+        s = mmfs_probe_str(self.th, self.ts, self.kmask, self.kb, self.kb_len, self.ko,
+                           self.n_keys, mmfs_xxh64(p, n, 0), p, n, &pos)
+        if s == MMFS_PROBE_CORRUPT:
+            return K_CORRUPT
+        return self.resolve(s)
+
+    def get_one_int(self, int64_t key, FieldPlan plan):
+        """(row, block): row_of_int, and a new uint8 array of plan.row_bytes holding the
+        plan's fields of the row (zeros when missing; None when stale or corrupt)."""
+        cdef int64_t row = self.row_of_int(key)
+        if row < -1:
+            return row, None
+        return row, self.one_block(row, plan)
+
+    def get_one_str(self, const uint8_t[::1] key, FieldPlan plan):
+        """The same for one key given as its UTF-8 bytes."""
+        cdef int64_t row = self.row_of_str(key)
+        if row < -1:
+            return row, None
+        return row, self.one_block(row, plan)
+
+    cdef object one_block(self, int64_t row, FieldPlan plan):
+        cdef cnp.npy_intp dims[1]
+        dims[0] = plan.row_bytes
+        cdef cnp.ndarray block = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT8, 0)
+        self.copy_row(row, <uint8_t *>cnp.PyArray_DATA(block), plan)
+        return block
+
+    def gather_plan(self, const int64_t[::1] rows, FieldPlan plan, uint8_t[::1] out,
+                    int n_threads):
+        """Copy the plan's fields of every row (-1: zeros) into out, len(rows) *
+        plan.row_bytes bytes."""
+        cdef Py_ssize_t n = rows.shape[0], i
+        if n == 0:
+            return
+        cdef const int64_t *r = &rows[0]
+        cdef uint8_t *o = &out[0]
+        cdef int64_t rb = plan.row_bytes
+        if n_threads <= 1 or n <= CHUNK:
+            with nogil:
+                for i in range(n):
+                    self.copy_row(r[i], o + i * rb, plan)
+        else:
+            for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
+                self.copy_row(r[i], o + i * rb, plan)
+
+    # -- many keys -----------------------------------------------------------------------
+
+    def rows_of_int(self, const int64_t[::1] keys, int64_t[::1] rows, int n_threads):
+        """rows[j] = row of keys[j] or -1; returns the number of corrupt lookups."""
+        cdef Py_ssize_t n = keys.shape[0], nch, c, lo, m
+        cdef int64_t bad = 0
+        if n == 0 or self.n_keys == 0:
+            rows[:] = -1
+            return 0
+        if n_threads <= 1 or n <= CHUNK:
+            with nogil:
+                bad = mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[0],
+                                      &rows[0], n)
+                bad += self.resolve_many(&rows[0], n)
+            return bad
+        nch = (n + CHUNK - 1) // CHUNK
+        for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
+            lo = c * CHUNK
+            m = min(CHUNK, n - lo)
+            bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
+                                   &rows[lo], m)
+            bad += self.resolve_many(&rows[lo], m)
+        return bad
+
+    def rows_of_str(self, const uint8_t[::1] qbytes, const int64_t[::1] qoffsets,
+                    int64_t[::1] rows, int n_threads):
+        """The same for string keys: key j is qbytes[qoffsets[j]:qoffsets[j + 1]]."""
+        cdef Py_ssize_t n = rows.shape[0], nch, c, lo, m
+        cdef int64_t bad = 0
+        cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] else <const uint8_t *>""
+        if n == 0 or self.n_keys == 0:
+            rows[:] = -1
+            return 0
+        if n_threads <= 1 or n <= CHUNK:
+            with nogil:
+                bad = mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
+                                      self.ko, self.n_keys, qb, &qoffsets[0], &rows[0], n)
+                bad += self.resolve_many(&rows[0], n)
+            return bad
+        nch = (n + CHUNK - 1) // CHUNK
+        for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
+            lo = c * CHUNK
+            m = min(CHUNK, n - lo)
+            bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
+                                   self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
+            bad += self.resolve_many(&rows[lo], m)
+        return bad
+
+    def rows_of_slots(self, int64_t[::1] slots):
+        """Slots -> rows in place (the writer's view of its own slots); returns the
+        number of corrupt entries."""
+        if slots.shape[0] == 0:
+            return 0
+        return self.resolve_many(&slots[0], slots.shape[0])
+
+    # -- rows -> bytes -------------------------------------------------------------------
+
+    cdef inline void copy_row(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
+        cdef Py_ssize_t f
+        cdef const uint8_t *rec
+        if row < 0:
+            memset(dst, 0, plan.row_bytes)
+            return
+        rec = self.record(row)
+        for f in range(plan.n_fields):
+            memcpy(dst + plan.starts[f], rec + plan.offsets[f], plan.sizes[f])
+
+
+def gather_sparse(const int64_t[::1] starts, const int64_t[::1] counts, idx_addrs,
+                  val_addrs, int seg_bits, int64_t n_elems, int64_t dim,
+                  const int64_t[::1] indptr, int32_t[::1] indices, float[::1] data):
+    """Copy the CSR rows (starts[i], counts[i]) of a sparse arena into indices/data at
+    indptr[i].  A row must lie inside one segment and below n_elems, and its indices in
+    [0, dim); returns the number of rows that do not (they are left empty by the caller:
+    corruption).  indptr is the caller's cumsum of counts (counts >= 0 checked there)."""
+    cdef Py_ssize_t n = starts.shape[0], i
+    cdef int64_t bad = 0, s, c, seg, off, j, size = <int64_t>1 << seg_bits
+    cdef const intptr_t *ia = <const intptr_t *>_addr(idx_addrs)
+    cdef const intptr_t *va = <const intptr_t *>_addr(val_addrs)
+    cdef const int32_t *src_i
+    cdef const float *src_v
+    with nogil:
+        for i in range(n):
+            s = starts[i]
+            c = counts[i]
+            if c == 0:
+                continue
+            seg = s >> seg_bits
+            off = s & (size - 1)
+            if s < 0 or s + c > n_elems or off + c > size:
+                bad += 1
+                continue
+            src_i = <const int32_t *>ia[seg] + off
+            src_v = <const float *>va[seg] + off
+            for j in range(c):
+                if src_i[j] < 0 or src_i[j] >= dim:
+                    break
+            else:
+                memcpy(&indices[indptr[i]], src_i, c * sizeof(int32_t))
+                memcpy(&data[indptr[i]], src_v, c * sizeof(float))
+                continue
+            bad += 1
+    return bad

@@ -1,0 +1,201 @@
+"""FeatureBatch: the result of ``group.get``, one entry per requested key.
+
+A batch owns one contiguous byte block that the read kernel filled with the stored bytes
+of every requested feature: one record per key, the features back to back in request
+order (a numpy record array of the selection; when all of them are float32 it is the
+(n, d) float32 matrix itself).  Features are decoded from it on first access and cached:
+
+  ``batch["clicks"]``       the feature's values, one per key (dense: an (n, dim) array,
+                            sparse: a scipy.sparse CSR matrix, category: an object array
+                            of str)
+  ``batch.to_numpy()``      one (n, d) float32 matrix of the non-sparse features in
+                            request order (categories as their codes, bools as 0/1)
+  ``batch.mask``            True where a key was missing (numpy.ma's convention)
+  ``batch.event_time``      datetime64[ns] of each key's row (NaT where missing)
+
+Missing keys read as NaN in float features and in ``to_numpy()``, 0 in int64 scalars,
+False in bools, None in categories and an empty row in sparse features; ``mask`` tells
+them apart from stored values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmfs.errors import ParameterError
+from mmfs.schema import Category, Sparse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmfs.group import _Plan, _Snapshot
+
+__all__ = ["FeatureBatch"]
+
+_F32 = np.dtype(np.float32)
+
+
+class FeatureBatch:
+    """Feature values of a batch of keys (see the module docstring)."""
+
+    __slots__ = ("_all", "_block", "_cache", "_found", "_keys", "_plan", "_rec", "_rows", "_snap")
+
+    def __init__(
+        self,
+        snap: _Snapshot,
+        plan: _Plan,
+        keys: Any,
+        block: np.ndarray,
+        rows: Any,
+        found: np.ndarray,
+        all_found: bool,
+    ) -> None:
+        self._snap = snap
+        self._all = all_found
+        self._plan = plan
+        self._keys = keys
+        self._block = block
+        self._rows = rows
+        self._found = found
+        self._rec: np.ndarray | None = None
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The features of the batch, in request order."""
+        return self._plan.names
+
+    def __len__(self) -> int:
+        return self._found.shape[0]
+
+    def __repr__(self) -> str:
+        n = len(self)
+        missing = int(n - np.count_nonzero(self._found))
+        return f"<FeatureBatch {n} keys x {list(self.names)}, {missing} missing>"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The requested keys, in request order (int64 array, or an object array of str)."""
+        keys = self._keys
+        if isinstance(keys, np.ndarray):
+            return keys
+        if self._snap.str_keys:
+            out = np.empty(len(self), dtype=object)
+            out[:] = [keys] if isinstance(keys, str) else list(keys)
+            return out
+        return np.asarray([keys] if isinstance(keys, int) else keys, dtype=np.int64).reshape(-1)
+
+    @property
+    def found(self) -> np.ndarray:
+        """True where the key was found."""
+        return self._found.copy()
+
+    @property
+    def mask(self) -> np.ndarray:
+        """True where the key was missing."""
+        return ~self._found
+
+    @property
+    def event_time(self) -> np.ndarray:
+        """The event time of each key's row, datetime64[ns] (NaT where missing)."""
+        rows = np.asarray(self._rows, dtype=np.int64).reshape(-1)
+        t = self._snap.event_times(rows)
+        t[~self._found] = np.iinfo(np.int64).min
+        return t.view("datetime64[ns]")
+
+    def _records(self) -> np.ndarray:
+        rec = self._rec
+        if rec is None:
+            rec = self._rec = self._block.view(self._plan.dtype)
+        return rec
+
+    def __getitem__(self, name: str) -> Any:
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        elif name in cache:
+            return cache[name]
+        plan = self._plan
+        view = plan.views.get(name)
+        if view is not None:  # stored as it reads: a strided view of the block
+            dtype, offset, shape, strides = view
+            value = np.ndarray(
+                (self._found.shape[0], *shape), dtype, self._block, offset,
+                (plan.row_bytes, *strides),
+            )  # fmt: skip
+            if not self._all and dtype.kind == "f":
+                value[~self._found] = np.nan
+        elif name in plan.dtype.fields:
+            value = self._snap.decode(name, self._records()[name], self._found)
+        else:
+            raise ParameterError(
+                f"feature {name!r} is not in this batch; it holds {list(self.names)}"
+            )
+        cache[name] = value
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """{feature name: values} for every feature of the batch."""
+        return {name: self[name] for name in self.names}
+
+    def to_numpy(
+        self, features: Sequence[str] | None = None, *, dtype: Any = np.float32
+    ) -> np.ndarray:
+        """One (n, d) matrix of ``features`` (default: every non-sparse one, in order).
+
+        Scalars take one column, dense vectors ``dim`` columns, categories their code
+        (-1 where there is no value).  Missing keys are NaN rows.  Sparse features do not
+        fit a dense matrix: read them with ``batch[name]`` (scipy.sparse CSR).  When every
+        feature of the batch is float32 and every key was found, the result is the
+        batch's own block, without a copy.
+        """
+        n = self._found.shape[0]
+        if features is None and self._plan.all_f32 and (dtype is np.float32 or dtype == _F32):
+            out = np.ndarray((n, self._plan.row_bytes // 4), _F32, self._block)
+            if not self._all:
+                out[~self._found] = np.nan
+            return out
+        dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise ParameterError(f"to_numpy dtype must be a float dtype, got {dt}")
+        types = self._snap.features
+        if features is None:
+            names = [f for f in self.names if not isinstance(types[f], Sparse)]
+        else:
+            names = list(features)
+            for f in names:
+                if f not in self.names:
+                    raise ParameterError(f"feature {f!r} is not in this batch: {list(self.names)}")
+                if isinstance(types[f], Sparse):
+                    raise ParameterError(
+                        f"feature {f!r} is sparse; read it with batch[{f!r}] "
+                        "(a scipy.sparse CSR matrix)"
+                    )
+        width = sum(types[f].width for f in names)
+        out = np.empty((n, width), dtype=dt)
+        col = 0
+        for f in names:
+            w = types[f].width
+            value = self.codes(f) if isinstance(types[f], Category) else self[f]
+            out[:, col : col + w] = value.reshape(n, w)
+            col += w
+        out[~self._found] = np.nan
+        return out
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.to_numpy(dtype=np.float32 if dtype is None else dtype)
+
+    def codes(self, name: str) -> np.ndarray:
+        """The int32 codes of a category feature (-1: no value or missing key)."""
+        if not isinstance(self._snap.features.get(name), Category) or name not in self.names:
+            raise ParameterError(f"{name!r} is not a category feature of this batch")
+        codes = np.array(self._records()[name], dtype=np.int32)
+        codes[~self._found] = -1
+        return codes

@@ -1,0 +1,866 @@
+"""Feature groups: writing rows, and reading a committed generation of them.
+
+Files of a group (in ``<store>/groups/g<id>/``; ``<gen>`` is a 12-digit generation):
+
+  rows-NNNNNN.mmfs                 record arena (uint8 [R, record_bytes]; mmfs.schema)
+  pages-NNNNNN.mmfs                page arena (int64 [PS, P]): copies of page-table pages
+  dir-<gen>.mmfs                   directory of generation gen (int64 [ceil(slots / P)]):
+                                   the page id holding each run of P slots
+  kidx-<gen>-<array>.mmfs          the key index arrays as of gen (mmfs.storage.keyindex)
+  cat-<feature>-<gen>-<array>.mmfs a category dictionary (a str key index: code = slot)
+  quant-<feature>-<gen>.mmfs       int8 scale and offset (float32 [2, dim])
+  sp-<feature>-idx/val-NNNNNN.mmfs sparse element arenas (int32 indices, float32 values)
+
+The manifest of a generation names which ``<gen>`` of each file is current and how many
+rows, slots, pages and sparse elements are committed; nothing else is trusted.
+
+Writing.  ``write`` validates everything first (keys, every feature's values, event
+times), charges the memory budget, then appends one record per key to the row arena
+beyond the committed count, and updates the writer's in-memory page table (slot -> the
+row with the greatest event time; a tie goes to the row written later, so duplicate keys
+in one write resolve to the last one).  New keys and new category values get their slots
+and codes only after the records are written, so a failed write leaves the group as it
+was.  ``Store.commit`` then writes the changed pages (copy-on-write: a page a reader may
+hold is never rewritten), the new directory, the key index if keys were added, and
+publishes a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
+from mmfs._kernels import _store
+from mmfs._times import to_ns
+from mmfs.errors import (
+    CorruptStoreError,
+    DimensionError,
+    NotFoundError,
+    ParameterError,
+)
+from mmfs.featurebatch import FeatureBatch
+from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse, layout
+from mmfs.storage.arena import Arena, seg_bits_for
+from mmfs.storage.fileformat import open_array, write_array_file
+from mmfs.storage.keyindex import KeyIndex, _as_int_keys, _as_str_keys
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmfs.store import Store
+
+__all__ = ["FeatureGroup"]
+
+PAGE_BITS: Final = 6  # 64 slots (512 bytes) per page-table page
+_I64 = np.dtype(np.int64)
+_SCALAR_DTYPES: Final = {
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "int64": np.dtype(np.int64),
+    "bool": np.dtype(np.bool_),
+}
+
+
+def gen_name(gen: int) -> str:
+    return f"{gen:012d}"
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass
+class GroupMeta:
+    """A group as one manifest describes it (parsed and checked by mmfs.store)."""
+
+    name: str
+    id: int
+    key: str
+    key_type: str
+    features: dict[str, FeatureType]
+    description: str
+    created_ns: int
+    written_ns: int | None
+    n_rows: int = 0
+    n_slots: int = 0
+    n_pages: int = 0
+    keys_gen: int | None = None
+    dir_gen: int | None = None
+    categories: dict[str, int | None] = field(default_factory=dict)
+    quant: dict[str, int | None] = field(default_factory=dict)
+    sparse_elems: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "key_type": self.key_type,
+            "features": [[n, t.to_json()] for n, t in self.features.items()],
+            "record_bytes": layout(self.features).record_bytes,
+            "description": self.description,
+            "created_ns": self.created_ns,
+            "written_ns": self.written_ns,
+            "n_rows": self.n_rows,
+            "n_slots": self.n_slots,
+            "n_pages": self.n_pages,
+            "keys_gen": self.keys_gen,
+            "dir_gen": self.dir_gen,
+            "categories": self.categories,
+            "quant": self.quant,
+            "sparse_elems": self.sparse_elems,
+        }
+
+
+class GroupFiles:
+    """The arenas and file names of one group directory (shared by reader and writer)."""
+
+    def __init__(self, directory: str, meta: GroupMeta, segment_bytes: int) -> None:
+        self.directory = directory
+        lay = layout(meta.features)
+        self.record_bytes = lay.record_bytes
+        self.offsets = lay.offsets
+        self.rows = Arena(
+            directory, "rows", np.uint8, lay.record_bytes,
+            seg_bits_for(lay.record_bytes, segment_bytes),
+        )  # fmt: skip
+        page = 8 << PAGE_BITS
+        self.pages = Arena(
+            directory, "pages", _I64, 1 << PAGE_BITS, seg_bits_for(page, segment_bytes)
+        )
+        self.sparse: dict[str, tuple[Arena, Arena]] = {}
+        for name, ftype in meta.features.items():
+            if isinstance(ftype, Sparse):
+                bits = seg_bits_for(4, segment_bytes, minimum=ftype.dim)
+                self.sparse[name] = (
+                    Arena(directory, f"sp-{name}-idx", np.int32, None, bits),
+                    Arena(directory, f"sp-{name}-val", np.float32, None, bits),
+                )
+
+    def arenas(self) -> list[Arena]:
+        out = [self.rows, self.pages]
+        for a, b in self.sparse.values():
+            out += [a, b]
+        return out
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def close(self) -> None:
+        for a in self.arenas():
+            a.close()
+
+
+def _load_key_index(files: GroupFiles, prefix: str, gen: int | None, key_type: str) -> KeyIndex:
+    if gen is None:
+        return KeyIndex(key_type)  # type: ignore[arg-type]
+    names = (
+        ("hashes", "slots", "key_bytes", "key_offsets") if key_type == "str" else ("keys", "slots")
+    )
+    arrays = {
+        n: open_array(files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs"), "KIDX") for n in names
+    }
+    return KeyIndex.from_arrays(arrays, key_type, validate=False)  # type: ignore[arg-type]
+
+
+def _save_key_index(
+    files: GroupFiles, prefix: str, gen: int, index: KeyIndex, durable: bool
+) -> None:
+    for n, a in index.arrays().items():
+        write_array_file(
+            files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs"), a, "KIDX", durable=durable
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Plan(NamedTuple):
+    names: tuple[str, ...]
+    fields: _store.FieldPlan
+    row_bytes: int
+    dtype: np.dtype  # the record dtype of the output block
+    all_f32: bool  # every feature float32 (scalar or dense): the block is the matrix
+    # Features read straight from the block (scalars, float32/float16 vectors):
+    # name -> (dtype, byte offset in a record, shape and strides after the key axis).
+    views: dict[str, tuple[np.dtype, int, tuple[int, ...], tuple[int, ...]]]
+
+
+def _stored_format(ftype: FeatureType) -> Any:
+    if isinstance(ftype, Scalar):
+        return _SCALAR_DTYPES[ftype.dtype].newbyteorder("<")
+    if isinstance(ftype, Category):
+        return np.dtype("<i4")
+    if isinstance(ftype, Sparse):
+        return (np.dtype("<i8"), (2,))
+    fmt = {"float32": "<f4", "float16": "<f2", "int8": "i1", "bool": "u1"}[ftype.dtype]
+    return (np.dtype(fmt), (ftype.stored_bytes if ftype.dtype == "bool" else ftype.dim,))
+
+
+_FOUND: Final = np.ones(1, dtype=bool)
+_NOT_FOUND: Final = np.zeros(1, dtype=bool)
+_FOUND.flags.writeable = False
+_NOT_FOUND.flags.writeable = False
+
+
+class _Snapshot:
+    """One committed generation of one group, mapped and ready for the read kernel."""
+
+    def __init__(self, meta: GroupMeta, files: GroupFiles, head: np.ndarray, gen: int) -> None:
+        self.meta = meta
+        self.files = files
+        self.features = meta.features
+        self.str_keys = meta.key_type == "str"
+        self.sizes = {n: t.stored_bytes for n, t in meta.features.items()}
+        self.sizes["event_time"] = 8
+        self.offsets = files.offsets
+        index = _load_key_index(files, "kidx", meta.keys_gen, meta.key_type)
+        if len(index) != meta.n_slots:
+            raise CorruptStoreError(
+                f"group {meta.name!r}: key index holds {len(index)} keys, the manifest "
+                f"says {meta.n_slots}"
+            )
+        n_dir = (meta.n_slots + (1 << PAGE_BITS) - 1) >> PAGE_BITS
+        if meta.dir_gen is None:
+            directory = np.zeros(0, dtype=_I64)
+        else:
+            directory = open_array(files.path(f"dir-{gen_name(meta.dir_gen)}.mmfs"), "VTAB")
+        if directory.dtype != _I64 or directory.shape != (n_dir,):
+            raise CorruptStoreError(
+                f"group {meta.name!r}: page directory of shape {directory.shape} and dtype "
+                f"{directory.dtype}, expected ({n_dir},) int64"
+            )
+        self.index = index
+        self.table = _store.RowTable(
+            index.arrays(), self.str_keys, len(index), meta.n_slots, directory,
+            files.pages.addresses(meta.n_pages), meta.n_pages, PAGE_BITS, files.pages.seg_bits,
+            files.rows.addresses(meta.n_rows), meta.n_rows, files.rows.seg_bits,
+            files.record_bytes, head, gen,
+        )  # fmt: skip
+        self.directory = directory
+        self._plans: dict[Any, _Plan] = {}
+        self.default_plan = self.plan(None)
+        self._categories: dict[str, np.ndarray] = {}
+        self._quant: dict[str, np.ndarray] = {}
+        self._sparse_addrs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def plan(self, features: Any) -> _Plan:
+        """The read plan of a feature selection (None: all features)."""
+        key = features if features is None or isinstance(features, str) else tuple(features)
+        plan = self._plans.get(key)
+        if plan is None:
+            if features is None:
+                names = tuple(self.features)
+            elif isinstance(features, str):
+                names = (features,)
+            else:
+                names = tuple(features)
+            unknown = [n for n in names if n not in self.features]
+            if unknown or len(set(names)) != len(names):
+                what = f"unknown features {unknown}" if unknown else "a feature named twice"
+                raise ParameterError(
+                    f"group {self.meta.name!r}: {what}; its features are {list(self.features)}"
+                )
+            fo = np.array([self.offsets[n] for n in names], dtype=_I64)
+            fs = np.array([self.sizes[n] for n in names], dtype=_I64)
+            fields = _store.FieldPlan(fo, fs)
+            dtype = np.dtype(
+                {
+                    "names": list(names),
+                    "formats": [_stored_format(self.features[n]) for n in names],
+                    "offsets": np.concatenate(([0], np.cumsum(fs)[:-1])).tolist(),
+                    "itemsize": max(1, fields.row_bytes),
+                }
+            )
+            all_f32 = all(
+                isinstance(t, Scalar | Dense) and t.dtype == "float32"
+                for t in (self.features[n] for n in names)
+            )
+            views = {}
+            fields_of: Mapping[str, Any] = dtype.fields or {}
+            for n in names:
+                t = self.features[n]
+                sub, offset = fields_of[n][0], fields_of[n][1]
+                if isinstance(t, Scalar) or (isinstance(t, Dense) and t.dtype.startswith("float")):
+                    views[n] = (sub.base, offset, sub.shape, (sub.base.itemsize,) * len(sub.shape))
+            plan = _Plan(names, fields, fields.row_bytes, dtype, all_f32, views)
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        return plan
+
+    # -- decoding (FeatureBatch calls these) ---------------------------------------------
+
+    def decode(self, name: str, field: np.ndarray, found: np.ndarray) -> Any:
+        """A feature's values from its field of the batch's record array."""
+        ftype = self.features[name]
+        missing = not found.all()
+        if isinstance(ftype, Category):
+            codes = np.where(found, field, -1)
+            return self.category_table(name)[codes]  # code -1 picks the trailing None
+        if isinstance(ftype, Sparse):
+            return self.decode_sparse(name, ftype, field, found)
+        if isinstance(ftype, Scalar):
+            if missing and ftype.dtype.startswith("float"):
+                field[~found] = np.nan
+            return field
+        if ftype.dtype == "bool":
+            return np.unpackbits(field, axis=1, count=ftype.dim, bitorder="little").view(np.bool_)
+        if ftype.dtype == "int8":
+            scale, offset = self.quant(name)
+            out = field.astype(np.float32)
+            out *= scale
+            out += offset
+        else:
+            out = field
+        if missing:
+            out[~found] = np.nan
+        return out
+
+    def category_table(self, name: str) -> np.ndarray:
+        table = self._categories.get(name)
+        if table is None:
+            index = _load_key_index(self.files, f"cat-{name}", self.meta.categories[name], "str")
+            values = index.keys()
+            table = np.empty(len(values) + 1, dtype=object)
+            table[: len(values)] = values
+            table[-1] = None
+            self._categories[name] = table
+        return table
+
+    def quant(self, name: str) -> np.ndarray:
+        q = self._quant.get(name)
+        if q is None:
+            gen = self.meta.quant[name]
+            ftype = self.features[name]
+            assert isinstance(ftype, Dense)
+            if gen is None:  # nothing written yet: any parameters decode zero rows
+                q = np.zeros((2, ftype.dim), dtype=np.float32)
+            else:
+                path = self.files.path(f"quant-{name}-{gen_name(gen)}.mmfs")
+                q = np.array(open_array(path, "META"))
+                if q.dtype != np.float32 or q.shape != (2, ftype.dim):
+                    raise CorruptStoreError(f"{path}: expected float32 (2, {ftype.dim})")
+            self._quant[name] = q
+        return q
+
+    def decode_sparse(self, name: str, ftype: Sparse, field: np.ndarray, found: np.ndarray) -> Any:
+        n = found.shape[0]
+        starts = np.ascontiguousarray(field[:, 0])
+        sc = field
+        counts = np.ascontiguousarray(np.where(found, sc[:, 1], 0))
+        if np.any(counts < 0) or np.any(counts > ftype.dim):
+            raise CorruptStoreError(f"group {self.meta.name!r}: sparse row counts out of range")
+        indptr = np.zeros(n + 1, dtype=_I64)
+        np.cumsum(counts, out=indptr[1:])
+        indices = np.empty(int(indptr[-1]), dtype=np.int32)
+        data = np.empty(int(indptr[-1]), dtype=np.float32)
+        addrs = self._sparse_addrs.get(name)
+        n_elems = self.meta.sparse_elems[name]
+        ia, va = self.files.sparse[name]
+        if addrs is None:
+            addrs = (ia.addresses(n_elems), va.addresses(n_elems))
+            self._sparse_addrs[name] = addrs
+        bad = _store.gather_sparse(
+            starts, counts, addrs[0], addrs[1], ia.seg_bits, n_elems, ftype.dim, indptr,
+            indices, data,
+        )  # fmt: skip
+        if bad:
+            raise CorruptStoreError(
+                f"group {self.meta.name!r}: {bad} sparse rows of {name!r} point outside their "
+                "arena or hold indices out of range"
+            )
+        return sp.csr_matrix((data, indices, indptr), shape=(n, ftype.dim))
+
+    def event_times(self, rows: np.ndarray) -> np.ndarray:
+        """Event times (int64 ns) of rows (-1 rows read 0)."""
+        out = np.zeros(rows.shape[0], dtype=_I64)
+        eight = np.array([8], dtype=_I64)
+        self.table.gather_plan(rows, _store.FieldPlan(eight, eight), out.view(np.uint8), 1)
+        return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _Pending:
+    """The writer's uncommitted state of one group."""
+
+    def __init__(self, meta: GroupMeta, snap: _Snapshot | None) -> None:
+        if snap is not None:  # its own index object: inserts must not change the snapshot's
+            self.index = KeyIndex.from_arrays(snap.index.arrays(), meta.key_type, validate=False)  # type: ignore[arg-type]
+        else:
+            self.index = KeyIndex(meta.key_type)  # type: ignore[arg-type]
+        self.keys_changed = False
+        n = meta.n_slots
+        if snap is not None and n:
+            rows = np.arange(n, dtype=_I64)
+            if snap.table.rows_of_slots(rows):
+                raise CorruptStoreError(f"group {meta.name!r}: its page table is corrupt")
+            self.latest = rows
+            self.latest_t = snap.event_times(rows)
+        else:
+            self.latest = np.full(n, -1, dtype=_I64)
+            self.latest_t = np.zeros(n, dtype=_I64)
+        self.n_rows = meta.n_rows
+        self.n_slots = n
+        self.dirty: set[int] = set()
+        self.sparse_elems = dict(meta.sparse_elems)
+        self.categories: dict[str, KeyIndex] = {}
+        self.categories_changed: set[str] = set()
+        self.quant: dict[str, np.ndarray] = {}
+        self.written = False
+
+    def grow(self, n_slots: int) -> None:
+        if n_slots > self.latest.shape[0]:
+            cap = max(n_slots, 2 * self.latest.shape[0])
+            latest = np.full(cap, -1, dtype=_I64)
+            latest[: self.n_slots] = self.latest[: self.n_slots]
+            latest_t = np.zeros(cap, dtype=_I64)
+            latest_t[: self.n_slots] = self.latest_t[: self.n_slots]
+            self.latest, self.latest_t = latest, latest_t
+        self.n_slots = n_slots
+
+
+def _new_keys(index: KeyIndex, keys: Any, str_keys: bool) -> tuple[np.ndarray, Any, int]:
+    """Slots of keys, with provisional slots for keys not in the index (in order of
+    first appearance, as insert() will give them).  Returns (slots, new keys, count)."""
+    slots = index.lookup(keys)
+    absent = slots < 0
+    if not absent.any():
+        return slots, None, 0
+    if str_keys:
+        pos = np.flatnonzero(absent)
+        seen: dict[str, int] = {}
+        klist = [keys] if isinstance(keys, str) else list(keys)
+        for p in pos.tolist():
+            k = klist[p]
+            s = seen.get(k)
+            if s is None:
+                s = seen[k] = len(index) + len(seen)
+            slots[p] = s
+        return slots, list(seen), len(seen)
+    q = _as_int_keys(keys)
+    missing_keys = q[absent]
+    uniq, first, inverse = np.unique(missing_keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # rank of each unique key by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    slots[absent] = len(index) + rank[inverse]
+    return slots, uniq[order], int(uniq.shape[0])
+
+
+class FeatureGroup:
+    """Features of one entity kind, keyed by ``key`` (see :mod:`mmfs.group`).
+
+    Get one from :meth:`mmfs.Store.create_group` or ``store[name]``."""
+
+    __slots__ = ("_store", "name")
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    def __repr__(self) -> str:
+        meta = self._meta()
+        return (
+            f"<FeatureGroup {self.name!r} key={meta.key!r} ({meta.key_type}), "
+            f"{meta.n_slots} keys, features {list(meta.features)}>"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen_group, (self._store.path, self.name))
+
+    def _meta(self) -> GroupMeta:
+        return self._store._group_meta(self.name)
+
+    @property
+    def key(self) -> str:
+        return self._meta().key
+
+    @property
+    def key_type(self) -> str:
+        return self._meta().key_type
+
+    @property
+    def schema(self) -> dict[str, FeatureType]:
+        return dict(self._meta().features)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self._meta().features)
+
+    def __len__(self) -> int:
+        """Committed keys."""
+        return self._meta().n_slots
+
+    def keys(self) -> np.ndarray | list[str]:
+        """Every committed key, in order of first write."""
+        return self._store._snapshot(self.name).index.keys()
+
+    def describe(self) -> dict[str, Any]:
+        return self._store.describe(self.name)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(
+        self,
+        keys: Any,
+        features: Any = None,
+        *,
+        missing: str = "nan",
+        n_threads: int | None = None,
+    ) -> FeatureBatch:
+        """The latest committed values of ``features`` (default: all) for ``keys``.
+
+        One key or many: the result is a :class:`FeatureBatch` with one entry per key, in
+        order (a key may repeat).  ``missing="nan"`` (default) marks absent keys in
+        ``batch.mask`` and fills them (NaN in floats); ``missing="raise"`` raises
+        :class:`~mmfs.errors.NotFoundError` naming them.  Each call first checks whether
+        the store has committed since the last read (one load from a mapped counter) and
+        then reads the newest generation.
+        """
+        snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
+        kind = type(keys)
+        if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
+            return self._get_one(snap, keys, features, missing)
+        if snap.table.stale():
+            snap = self._store._snapshot(self.name, refresh=True)
+        rows, bad = self._rows_of(snap, keys, n_threads)
+        if bad:
+            raise self._corrupt()
+        found = rows >= 0
+        if missing != "nan":
+            self._check_missing(snap, keys, found, missing)
+        plan = snap.plan(features)
+        n = rows.shape[0]
+        nbytes = n * plan.row_bytes
+        if nbytes > 1 << 20:
+            self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
+        block = np.empty(nbytes, dtype=np.uint8)
+        snap.table.gather_plan(rows, plan.fields, block, _threads(n, n_threads))
+        return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
+
+    def _get_one(self, snap: _Snapshot, key: Any, features: Any, missing: str) -> FeatureBatch:
+        """One key: the online path (one kernel call that probes, hops and copies)."""
+        plan = snap.default_plan if features is None else snap.plan(features)
+        if snap.str_keys:
+            try:
+                kb = key.encode()
+            except UnicodeEncodeError:
+                raise ParameterError(f"key {key!r} is not valid Unicode text") from None
+            row, block = snap.table.get_one_str(kb, plan.fields)
+        elif -(2**63) <= key < 2**63:
+            row, block = snap.table.get_one_int(key, plan.fields)
+        else:
+            row, block = -1, np.zeros(plan.row_bytes, dtype=np.uint8)
+        if block is None:
+            if row == _store.STALE:
+                snap = self._store._snapshot(self.name, refresh=True)
+                return self._get_one(snap, key, features, missing)
+            raise self._corrupt()
+        if row < 0:
+            if missing != "nan":
+                self._check_missing(snap, key, _NOT_FOUND, missing)
+            return FeatureBatch(snap, plan, key, block, row, _NOT_FOUND, False)
+        return FeatureBatch(snap, plan, key, block, row, _FOUND, True)
+
+    def _corrupt(self) -> CorruptStoreError:
+        return CorruptStoreError(
+            f"group {self.name!r}: a lookup met a corrupt key index or page table; "
+            "run store.verify() or restore the store from a copy"
+        )
+
+    def _check_missing(self, snap: _Snapshot, keys: Any, found: np.ndarray, missing: str) -> None:
+        if missing != "raise":
+            raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
+        if not found.all():
+            absent = np.flatnonzero(~found)[:5]
+            ks = (
+                FeatureBatch(snap, snap.default_plan, keys, found, None, found, False)
+                .keys[absent]
+                .tolist()
+            )
+            raise NotFoundError(
+                f"group {self.name!r}: {int((~found).sum())} of {found.shape[0]} keys not "
+                f"found, e.g. {ks}"
+            )
+
+    def _rows_of(self, snap: _Snapshot, keys: Any, n_threads: int | None) -> tuple[np.ndarray, int]:
+        """(rows of keys, -1 where absent; number of corrupt lookups)."""
+        if snap.str_keys:
+            qb, qo = _as_str_keys(keys)
+            rows = np.empty(qo.shape[0] - 1, dtype=_I64)
+            bad = snap.table.rows_of_str(qb, qo, rows, _threads(rows.shape[0], n_threads))
+        else:
+            q = _as_int_keys(keys)
+            rows = np.empty(q.shape[0], dtype=_I64)
+            bad = snap.table.rows_of_int(q, rows, _threads(q.shape[0], n_threads))
+        return rows, bad
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write(self, keys: Any, values: Mapping[str, Any], event_time: Any = None) -> int:
+        """Append one row per key; visible to readers after ``store.commit()``.
+
+        ``values`` maps every feature of the group to one value per key (numpy arrays,
+        lists, pandas or Arrow columns; scipy.sparse matrices for sparse features).
+        ``event_time``: one time for all rows, or one per key (datetime64, datetime or
+        pandas timestamps; default: now).  A key's current value is its row with the
+        greatest event time; a tie goes to the row written later (so a key repeated in one
+        write keeps its last row).  Returns the number of rows written.  Bad input raises
+        before anything is written.
+        """
+        store = self._store
+        store._check_writable()
+        meta = self._meta()
+        str_keys = meta.key_type == "str"
+        if str_keys:
+            qb, qo = _as_str_keys(keys)
+            n = qo.shape[0] - 1
+        else:
+            n = _as_int_keys(keys).shape[0]
+        if not isinstance(values, Mapping):
+            raise ParameterError(
+                f"values must be a mapping of feature name -> values, got {type(values).__name__}"
+            )
+        unknown = sorted(set(values) - set(meta.features))
+        absent = [f for f in meta.features if f not in values]
+        if unknown or absent:
+            raise ParameterError(
+                f"group {self.name!r}: a write gives every feature one value per key; "
+                + (f"unknown features {unknown}" if unknown else "")
+                + ("; " if unknown and absent else "")
+                + (f"missing features {absent}" if absent else "")
+                + f" (its features are {list(meta.features)})"
+            )
+        times = to_ns(event_time, n)
+        pending = store._pending(self.name)
+        files = store._files(self.name)
+        with store._charge(n * files.record_bytes * 3 + n * 64, f"{self.name}.write() of {n} rows"):
+            encoded = {
+                name: self._encode(name, ftype, values[name], n, pending)
+                for name, ftype in meta.features.items()
+            }
+            if n == 0:
+                return 0
+            index_keys = keys if str_keys else _as_int_keys(keys)
+            slots, new_keys, n_new = _new_keys(pending.index, index_keys, str_keys)
+            records = np.zeros((n, files.record_bytes), dtype=np.uint8)
+            offsets = files.offsets
+            _put(records, offsets["slot"], slots)
+            _put(records, offsets["event_time"], times)
+            cat_new: dict[str, Any] = {}
+            for name, ftype in meta.features.items():
+                value = encoded[name]
+                if isinstance(ftype, Sparse):
+                    value = self._write_sparse(name, value, pending, files, store._durable)
+                elif isinstance(ftype, Category):
+                    value, cat_new[name] = value
+                _put(records, offsets[name], value)
+            files.rows.write(pending.n_rows, records, durable=store._durable)
+            # Everything is on its way to disk: now the bookkeeping, which cannot fail.
+            first_row = pending.n_rows
+            pending.n_rows += n
+            if n_new:
+                pending.index.insert(new_keys)
+                pending.keys_changed = True
+            for name, fresh in cat_new.items():
+                if fresh is not None:
+                    pending.categories[name].insert(fresh)
+                    pending.categories_changed.add(name)
+            pending.grow(max(pending.n_slots, int(slots.max()) + 1))
+            self._update_latest(pending, slots, times, first_row)
+            pending.written = True
+        return n
+
+    def _update_latest(
+        self, pending: _Pending, slots: np.ndarray, times: np.ndarray, first_row: int
+    ) -> None:
+        n = slots.shape[0]
+        order = np.lexsort((np.arange(n), times, slots))  # by slot, then time, then position
+        s_sorted = slots[order]
+        last = np.ones(n, dtype=bool)
+        last[:-1] = s_sorted[1:] != s_sorted[:-1]
+        win = order[last]  # per slot: greatest event time, ties to the later row
+        ws, wt = slots[win], times[win]
+        newer = (pending.latest[ws] < 0) | (wt >= pending.latest_t[ws])
+        ws, wt, wrow = ws[newer], wt[newer], win[newer] + first_row
+        pending.latest[ws] = wrow
+        pending.latest_t[ws] = wt
+        pending.dirty.update(np.unique(ws >> PAGE_BITS).tolist())
+
+    def _encode(self, name: str, ftype: FeatureType, value: Any, n: int, pending: _Pending) -> Any:
+        where = f"feature {name!r} of group {self.name!r}"
+        if isinstance(ftype, Sparse):
+            return _as_csr(value, n, ftype.dim, where)
+        if isinstance(ftype, Category):
+            return self._encode_category(name, value, n, pending, where)
+        arr = _as_array(value, where)
+        if isinstance(ftype, Scalar):
+            if arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0]
+            if arr.shape != (n,):
+                raise DimensionError(
+                    f"{where}: expected {n} values (shape ({n},)), got {arr.shape}"
+                )
+            return _cast_scalar(arr, ftype.dtype, where)
+        if arr.ndim == 1 and n == 1 and arr.shape[0] == ftype.dim:
+            arr = arr.reshape(1, -1)
+        if arr.shape != (n, ftype.dim):
+            raise DimensionError(
+                f"{where}: expected shape ({n}, {ftype.dim}) ({n} keys x dim {ftype.dim}), "
+                f"got {arr.shape}"
+            )
+        if ftype.dtype == "bool":
+            if arr.dtype != np.bool_:
+                raise ParameterError(f"{where}: expected bool values, got dtype {arr.dtype}")
+            return np.packbits(arr, axis=1, bitorder="little")
+        if arr.dtype.kind not in "fiu":
+            raise ParameterError(f"{where}: expected numbers, got dtype {arr.dtype}")
+        if ftype.dtype == "int8":
+            return self._quantize(name, ftype, arr.astype(np.float64), pending, where)
+        return arr.astype(np.float32 if ftype.dtype == "float32" else np.float16)
+
+    def _quantize(
+        self, name: str, ftype: Dense, x: np.ndarray, pending: _Pending, where: str
+    ) -> np.ndarray:
+        if not np.isfinite(x).all():
+            raise ParameterError(f"{where}: int8-quantised values must be finite (no NaN/inf)")
+        q = pending.quant.get(name)
+        if q is None and self._meta().quant.get(name) is not None:
+            q = self._store._snapshot(self.name).quant(name)
+        if q is None:
+            if ftype.range is not None:
+                lo, hi = np.array(ftype.range[0]), np.array(ftype.range[1])
+            else:
+                lo, hi = x.min(axis=0), x.max(axis=0)
+            scale = (hi - lo) / 255.0
+            q = np.stack([scale, lo + 128.0 * scale]).astype(np.float32)
+            pending.quant[name] = q
+        scale, offset = q[0].astype(np.float64), q[1].astype(np.float64)
+        safe = np.where(scale > 0, scale, 1.0)
+        codes = np.rint((x - offset) / safe)
+        return np.clip(codes, -128, 127).astype(np.int8)
+
+    def _encode_category(
+        self, name: str, value: Any, n: int, pending: _Pending, where: str
+    ) -> tuple[np.ndarray, Any]:
+        if isinstance(value, str):
+            value = [value]
+        seq = list(value.tolist() if isinstance(value, np.ndarray) else value)
+        if len(seq) != n:
+            raise DimensionError(f"{where}: expected {n} values, got {len(seq)}")
+        present = [i for i, v in enumerate(seq) if v is not None]
+        strs = [seq[i] for i in present]
+        if not all(isinstance(v, str) for v in strs):
+            bad = next(v for v in strs if not isinstance(v, str))
+            raise ParameterError(f"{where}: categories are str (or None), got {bad!r}")
+        index = pending.categories.get(name)
+        if index is None:
+            meta = self._meta()
+            gen = meta.categories.get(name)
+            index = _load_key_index(self._store._files(self.name), f"cat-{name}", gen, "str")
+            pending.categories[name] = index
+        codes = np.full(n, -1, dtype=np.int32)
+        fresh = None
+        if strs:
+            slots, fresh, _count = _new_keys(index, strs, True)
+            if slots.max() >= 2**31 - 1:
+                raise ParameterError(f"{where}: more than 2**31 - 1 distinct categories")
+            codes[present] = slots
+        return codes, fresh
+
+    def _write_sparse(
+        self, name: str, csr: sp.csr_matrix, pending: _Pending, files: GroupFiles, durable: bool
+    ) -> np.ndarray:
+        ia, va = files.sparse[name]
+        counts = np.diff(csr.indptr).astype(_I64)
+        cum = csr.indptr.astype(_I64)
+        n = counts.shape[0]
+        starts = np.empty(n, dtype=_I64)
+        pos = pending.sparse_elems[name]
+        size = ia.seg_len
+        i = 0
+        while i < n:
+            room = size - (pos & (size - 1))
+            j = int(np.searchsorted(cum, cum[i] + room, side="right")) - 1
+            if j <= i:  # row i does not fit in what is left of this segment
+                pos = ((pos >> ia.seg_bits) + 1) << ia.seg_bits
+                continue
+            j = min(j, n)
+            starts[i:j] = pos + cum[i:j] - cum[i]
+            a, b = int(cum[i]), int(cum[j])
+            ia.write(pos, csr.indices[a:b].astype(np.int32), durable=durable)
+            va.write(pos, csr.data[a:b].astype(np.float32), durable=durable)
+            pos += b - a
+            i = j
+        pending.sparse_elems[name] = pos
+        return np.stack([starts, counts], axis=1)
+
+
+def _threads(n: int, n_threads: int | None) -> int:
+    if n_threads is None and n * 64 < PARALLEL_GRAIN:
+        return 1
+    return threads_for(effective_n_threads(n_threads), n * 64)
+
+
+def _put(records: np.ndarray, offset: int, value: np.ndarray) -> None:
+    """Write one field of every record (value: n rows of any dtype)."""
+    flat = np.ascontiguousarray(value).reshape(value.shape[0], -1).view(np.uint8)
+    records[:, offset : offset + flat.shape[1]] = flat
+
+
+def _as_array(value: Any, where: str) -> np.ndarray:
+    if sp.issparse(value):
+        raise ParameterError(f"{where}: got a sparse matrix for a dense feature; use .toarray()")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise ParameterError(
+            f"{where}: cannot make an array of {type(value).__name__}: {exc}"
+        ) from None
+    if arr.dtype == object:
+        raise ParameterError(f"{where}: expected numbers, got an object array")
+    return arr
+
+
+def _cast_scalar(arr: np.ndarray, dtype: str, where: str) -> np.ndarray:
+    kind = arr.dtype.kind
+    if dtype == "bool":
+        if kind != "b":
+            raise ParameterError(f"{where}: expected bool values, got dtype {arr.dtype}")
+        return arr
+    if dtype == "int64":
+        if kind not in "iu":
+            raise ParameterError(f"{where}: expected integers, got dtype {arr.dtype}")
+        if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ParameterError(f"{where}: values above the int64 range")
+        return arr.astype(np.int64)
+    if kind not in "fiu":
+        raise ParameterError(f"{where}: expected numbers, got dtype {arr.dtype}")
+    return arr.astype(_SCALAR_DTYPES[dtype])
+
+
+def _as_csr(value: Any, n: int, dim: int, where: str) -> sp.csr_matrix:
+    if sp.issparse(value):
+        m = sp.csr_matrix(value)
+    else:
+        arr = _as_array(value, where)
+        if arr.ndim != 2:
+            raise DimensionError(f"{where}: expected a ({n}, {dim}) matrix, got shape {arr.shape}")
+        m = sp.csr_matrix(arr)
+    if m.shape != (n, dim):
+        raise DimensionError(f"{where}: expected shape ({n}, {dim}), got {m.shape}")
+    if m.dtype.kind not in "fiub":
+        raise ParameterError(f"{where}: expected numbers, got dtype {m.dtype}")
+    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    m.sum_duplicates()  # canonical: sorted indices, no duplicates
+    return m
+
+
+def _reopen_group(path: str, name: str) -> FeatureGroup:
+    from mmfs.store import open as open_store
+
+    return open_store(path, mode="r")[name]

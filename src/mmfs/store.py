@@ -1,0 +1,725 @@
+"""The store: a directory of memory-mapped files, one writer, any number of readers.
+
+Layout of a store directory::
+
+    HEAD.mmfs                 generation counter (uint64 [4], element 0), kind HEAD
+    manifest-<gen>.mmfs       one JSON manifest per committed generation, kind MNFT
+    groups/g<id>/...          the files of each feature group (see mmfs.group)
+    .writer.lock              the writer lock (mmfs.storage.locking)
+
+Commit protocol (``Store.commit``):
+  1. rows, sparse elements and page-table pages written since the last commit are
+     fsynced (``durability="commit"``; ``"none"`` skips every fsync: fast, and safe
+     against a killed process but not against a power cut);
+  2. the new directory, key index, category dictionaries and quantisation parameters
+     are published as new files (never over a file a reader may hold);
+  3. ``manifest-<gen>.mmfs`` is published by atomic rename -- **the commit point**;
+  4. HEAD's counter is set to gen (8 bytes written in place), which is how running
+     readers learn of the commit: every read compares it with the generation it holds
+     and reloads when they differ.
+
+Any process opening the store reads the newest manifest (by name, not HEAD, so a commit
+whose writer died between steps 3 and 4 is still found).  A writer killed at any
+instant therefore leaves either the old or the new generation complete; what it wrote
+after the last commit point is ignored, and the next writer that opens the store
+deletes the leftovers (``*.tmp`` files, segments and files beyond the manifest) and
+repairs HEAD.  Nothing is unpickled or executed when a store is opened: every file is
+an mmfs file whose header is checked before it is mapped, and the manifest is strict
+JSON checked field by field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import shutil
+import struct
+from collections.abc import Iterator
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from mmfs._times import now_ns
+from mmfs.budget import MemoryBudget
+from mmfs.errors import (
+    CorruptStoreError,
+    FormatError,
+    NotFoundError,
+    ParameterError,
+    ReadOnlyError,
+    StoreClosedError,
+)
+from mmfs.group import (
+    PAGE_BITS,
+    FeatureGroup,
+    GroupFiles,
+    GroupMeta,
+    _Pending,
+    _save_key_index,
+    _Snapshot,
+    gen_name,
+)
+from mmfs.schema import Dense, check_name, check_schema, feature_from_json, layout
+from mmfs.storage.fileformat import (
+    HEADER_SIZE,
+    create_array_file,
+    open_array,
+    read_json_file,
+    write_array_file,
+    write_json_file,
+)
+from mmfs.storage.keyindex import KeyIndex
+from mmfs.storage.locking import WriterLock
+
+__all__ = ["Store", "open"]
+
+HEAD_NAME: Final = "HEAD.mmfs"
+MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
+DEFAULT_SEGMENT_BYTES: Final = 64 << 20
+_GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
+_MAX_RETRIES: Final = 8
+
+
+def open(
+    path: str | os.PathLike[str],
+    memory_budget: Any = None,
+    mode: Literal["a", "r"] = "a",
+    *,
+    durability: Literal["commit", "none"] = "commit",
+    lock_timeout: float | None = 0.0,
+    segment_bytes: int | None = None,
+) -> Store:
+    """Open the store at ``path``, creating it when ``mode="a"`` and it does not exist.
+
+    ``mode="a"``: read and write; takes the writer lock (a second writer gets
+    :class:`~mmfs.errors.LockedError`, or waits up to ``lock_timeout`` seconds; None
+    waits forever).  ``mode="r"``: read only, no lock; sees each new commit of the
+    writer on its next read.  A path under ``/dev/shm`` is an in-memory store that other
+    processes can still open.  ``memory_budget``: bytes, a string like ``"4GiB"`` or a
+    fraction of RAM (see :mod:`mmfs.budget`); None is unlimited.  ``segment_bytes``
+    (creation only): the size of arena segment files (default 64 MiB).
+    """
+    return Store(
+        path, memory_budget=memory_budget, mode=mode, durability=durability,
+        lock_timeout=lock_timeout, segment_bytes=segment_bytes,
+    )  # fmt: skip
+
+
+def _latest_generation(path: str) -> int | None:
+    gens = [int(m.group(1)) for f in os.listdir(path) if (m := MANIFEST_RE.fullmatch(f))]
+    return max(gens) if gens else None
+
+
+def _manifest_path(path: str, gen: int) -> str:
+    return os.path.join(path, f"manifest-{gen_name(gen)}.mmfs")
+
+
+def _int(doc: dict[str, Any], key: str, source: str, *, nullable: bool = False) -> Any:
+    v = doc.get(key)
+    if v is None and nullable and key in doc:
+        return None
+    if type(v) is not int or v < 0:
+        raise CorruptStoreError(
+            f"{source}: field {key!r} must be a non-negative integer, got {v!r}"
+        )
+    return v
+
+
+def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
+    src = f"{source} group {name!r}"
+    if not isinstance(doc, dict):
+        raise CorruptStoreError(f"{src}: not an object")
+    try:
+        check_name(name, "group name")
+        key, key_type = doc["key"], doc["key_type"]
+        if key_type not in ("int64", "str") or not isinstance(key, str):
+            raise CorruptStoreError(f"{src}: invalid key {key!r} of type {key_type!r}")
+        feats = doc["features"]
+        if not isinstance(feats, list):
+            raise CorruptStoreError(f"{src}: features must be a list")
+        features = {}
+        for item in feats:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                raise CorruptStoreError(f"{src}: invalid feature entry {item!r}")
+            features[item[0]] = feature_from_json(item[1], src)
+        features = check_schema(features)
+        meta = GroupMeta(
+            name=name, id=_int(doc, "id", src), key=key, key_type=key_type, features=features,
+            description=str(doc["description"]), created_ns=_int(doc, "created_ns", src),
+            written_ns=_int(doc, "written_ns", src, nullable=True),
+            n_rows=_int(doc, "n_rows", src), n_slots=_int(doc, "n_slots", src),
+            n_pages=_int(doc, "n_pages", src),
+            keys_gen=_int(doc, "keys_gen", src, nullable=True),
+            dir_gen=_int(doc, "dir_gen", src, nullable=True),
+        )  # fmt: skip
+        if layout(features).record_bytes != doc["record_bytes"]:
+            raise CorruptStoreError(f"{src}: record size does not match its schema")
+        for field_name, kinds in (("categories", "category"), ("quant", "dense")):
+            entries = doc[field_name]
+            want = {
+                n for n, t in features.items()
+                if t.kind == kinds and (kinds != "dense" or getattr(t, "dtype", "") == "int8")
+            }  # fmt: skip
+            if not isinstance(entries, dict) or set(entries) != want:
+                raise CorruptStoreError(f"{src}: {field_name} must name {sorted(want)}")
+            setattr(meta, field_name, {n: _int(entries, n, src, nullable=True) for n in entries})
+        sparse = doc["sparse_elems"]
+        want = {n for n, t in features.items() if t.kind == "sparse"}
+        if not isinstance(sparse, dict) or set(sparse) != want:
+            raise CorruptStoreError(f"{src}: sparse_elems must name {sorted(want)}")
+        meta.sparse_elems = {n: _int(sparse, n, src) for n in sparse}
+    except KeyError as exc:
+        raise CorruptStoreError(f"{src}: missing field {exc}") from None
+    except ParameterError as exc:
+        raise CorruptStoreError(f"{src}: {exc}") from None
+    if meta.n_slots > meta.n_rows or (
+        meta.n_slots and (meta.keys_gen is None or meta.dir_gen is None)
+    ):
+        raise CorruptStoreError(f"{src}: inconsistent counts")
+    return meta
+
+
+class Store:
+    """An open store (see :func:`mmfs.open`).  Use it as a context manager, or close()."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        memory_budget: Any = None,
+        mode: str = "a",
+        durability: str = "commit",
+        lock_timeout: float | None = 0.0,
+        segment_bytes: int | None = None,
+    ) -> None:
+        if mode not in ("a", "r"):
+            raise ParameterError(
+                f'mode must be "a" (read and write) or "r" (read only), got {mode!r}'
+            )
+        if durability not in ("commit", "none"):
+            raise ParameterError(f'durability must be "commit" or "none", got {durability!r}')
+        if segment_bytes is not None and (
+            type(segment_bytes) is not int or not 4096 <= segment_bytes <= 1 << 30
+        ):
+            raise ParameterError(
+                f"segment_bytes must be an int in [4096, 2**30], got {segment_bytes!r}"
+            )
+        self.path = os.path.abspath(os.fspath(path))
+        self.mode = mode
+        self._closed = True
+        self._durable = durability == "commit"
+        self._budget = MemoryBudget(memory_budget) if memory_budget is not None else None
+        self._lock: WriterLock | None = None
+        self._head_fd: int | None = None
+        self._files_by_id: dict[int, GroupFiles] = {}
+        self._snaps: dict[str, _Snapshot] = {}
+        self._pendings: dict[str, _Pending] = {}
+        self._dropped: list[GroupMeta] = []
+        if mode == "a":
+            os.makedirs(self.path, exist_ok=True)
+            self._lock = WriterLock(self.path, timeout=lock_timeout).acquire()
+            try:
+                self._open_writer(segment_bytes or DEFAULT_SEGMENT_BYTES)
+            except BaseException:
+                self._lock.release()
+                raise
+        else:
+            if not os.path.isdir(self.path):
+                raise FormatError(f"{self.path} is not an mmfs store (no such directory)")
+            self._head = self._map_head()
+            self._load(self._find_latest())
+        if self._budget is not None:
+            self._budget.register_cache(f"mmfs store {self.path} {id(self)}", self._evict)
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _find_latest(self) -> int:
+        gen = _latest_generation(self.path)
+        if gen is None:
+            raise FormatError(f"{self.path} is not an mmfs store (it has no manifest)")
+        return gen
+
+    def _map_head(self) -> np.ndarray:
+        head = open_array(os.path.join(self.path, HEAD_NAME), "HEAD")
+        if head.dtype != np.uint64 or head.shape != (4,):
+            raise CorruptStoreError(f"{self.path}/{HEAD_NAME}: expected uint64 (4,)")
+        return head
+
+    def _open_writer(self, segment_bytes: int) -> None:
+        gen = _latest_generation(self.path)
+        if gen is None:
+            leftovers = [
+                f for f in os.listdir(self.path) if f != ".writer.lock" and not f.endswith(".tmp")
+            ]
+            if leftovers:
+                raise FormatError(
+                    f"{self.path} is not an mmfs store and not empty ({sorted(leftovers)[:3]}); "
+                    "choose a new or empty directory"
+                )
+            doc = self._manifest_doc(0, "create store", [], {}, segment_bytes, 0)
+            write_json_file(_manifest_path(self.path, 0), doc, "MNFT", durable=self._durable)
+            gen = 0
+        head_path = os.path.join(self.path, HEAD_NAME)
+        try:
+            self._head = self._map_head()
+        except (OSError, FormatError):
+            create_array_file(head_path, (4,), np.uint64, "HEAD", durable=self._durable)
+            self._head = self._map_head()
+        self._head_fd = os.open(head_path, os.O_WRONLY | os.O_CLOEXEC)
+        self._load(gen)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Delete what a writer that died left beyond the last commit; repair HEAD."""
+        gen = self._gen
+        for f in os.listdir(self.path):
+            if f.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.path, f))
+        groups_dir = os.path.join(self.path, "groups")
+        live = {f"g{m.id}": m for m in self._groups.values()}
+        if os.path.isdir(groups_dir):
+            for d in os.listdir(groups_dir):
+                if d not in live:
+                    shutil.rmtree(os.path.join(groups_dir, d), ignore_errors=True)
+        for meta in self._groups.values():
+            files = self._files(meta.name)
+            for f in os.listdir(files.directory):
+                m = _GEN_FILE_RE.fullmatch(f)
+                if f.endswith(".tmp") or (m and int(m.group(1)) > gen):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(files.path(f))
+            files.rows.remove_segments_from(files.rows.segments_for(meta.n_rows))
+            files.pages.remove_segments_from(files.pages.segments_for(meta.n_pages))
+            for name, (ia, va) in files.sparse.items():
+                n = meta.sparse_elems[name]
+                ia.remove_segments_from(ia.segments_for(n))
+                va.remove_segments_from(va.segments_for(n))
+        if int(self._head[0]) != gen:
+            self._write_head(gen)
+
+    def _write_head(self, gen: int) -> None:
+        assert self._head_fd is not None
+        os.pwrite(self._head_fd, struct.pack("<Q", gen), HEADER_SIZE)
+
+    def _load(self, gen: int) -> None:
+        """Read manifest gen and make it the generation this object reads."""
+        source = _manifest_path(self.path, gen)
+        doc = read_json_file(source, "MNFT")
+        if not isinstance(doc, dict) or doc.get("format") != "mmfs-store":
+            raise CorruptStoreError(f"{source}: not an mmfs store manifest")
+        if _int(doc, "generation", source) != gen:
+            raise CorruptStoreError(f"{source}: holds generation {doc.get('generation')!r}")
+        groups = doc.get("groups")
+        if not isinstance(groups, dict):
+            raise CorruptStoreError(f"{source}: groups must be an object")
+        self._segment_bytes = _int(doc, "segment_bytes", source)
+        self._next_id = _int(doc, "next_group_id", source)
+        self._message = str(doc.get("message", ""))
+        self._groups = {name: _parse_group(name, g, source) for name, g in groups.items()}
+        if len({m.id for m in self._groups.values()}) != len(self._groups) or any(
+            m.id >= self._next_id for m in self._groups.values()
+        ):
+            raise CorruptStoreError(f"{source}: group ids are not unique and below next_group_id")
+        self._gen = gen
+        self._snaps = {}
+        if self.mode == "a":
+            self._work = copy.deepcopy(self._groups)
+
+    def _manifest_doc(
+        self,
+        gen: int,
+        message: str,
+        tags: list[str],
+        groups: dict[str, GroupMeta],
+        segment_bytes: int,
+        next_id: int,
+    ) -> dict[str, Any]:
+        return {
+            "format": "mmfs-store",
+            "generation": gen,
+            "parent": gen - 1 if gen else None,
+            "message": message,
+            "tags": tags,
+            "created_ns": now_ns(),
+            "segment_bytes": segment_bytes,
+            "next_group_id": next_id,
+            "groups": {name: m.to_json() for name, m in groups.items()},
+        }
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store {self.path} is closed; open it again with mmfs.open")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.mode != "a":
+            raise ReadOnlyError(f"the store {self.path} was opened read-only (mode='r')")
+
+    @property
+    def generation(self) -> int:
+        """The committed generation this object reads (refreshed by every read)."""
+        self._check_open()
+        self._refresh_if_stale()
+        return self._gen
+
+    def _refresh_if_stale(self) -> None:
+        if self.mode == "r" and int(self._head[0]) != self._gen:
+            self.refresh()
+
+    def refresh(self) -> int:
+        """Load the newest committed generation now (reads do this by themselves)."""
+        self._check_open()
+        if self.mode == "a":
+            return self._gen
+        self._load(self._find_latest())
+        return self._gen
+
+    def _group_meta(self, name: str) -> GroupMeta:
+        self._check_open()
+        if self.mode == "a":
+            meta = self._work.get(name)
+        else:
+            self._refresh_if_stale()
+            meta = self._groups.get(name)
+        if meta is None:
+            raise NotFoundError(
+                f"no group {name!r} in the store {self.path}; it has {self.groups()}"
+            )
+        return meta
+
+    def _files(self, name: str) -> GroupFiles:
+        meta = self._group_meta(name) if self.mode == "a" else self._groups[name]
+        files = self._files_by_id.get(meta.id)
+        if files is None:
+            directory = os.path.join(self.path, "groups", f"g{meta.id}")
+            files = GroupFiles(directory, meta, self._segment_bytes)
+            self._files_by_id[meta.id] = files
+        return files
+
+    def _snapshot(self, name: str, *, refresh: bool = False) -> _Snapshot:
+        """The committed snapshot of a group, reloading the store when it is stale."""
+        if self._closed:
+            self._check_open()
+        if refresh and self.mode == "r":
+            self.refresh()
+        snap = self._snaps.get(name)
+        if snap is not None:
+            return snap
+        snap = None
+        for attempt in range(_MAX_RETRIES):
+            meta = self._groups.get(name)
+            if meta is None:
+                if self.mode == "a" and name in self._work:  # created, not yet committed
+                    meta = self._work[name]
+                else:
+                    raise NotFoundError(
+                        f"no committed group {name!r} in the store {self.path}; it has {self.groups()}"
+                    )
+            try:
+                snap = _Snapshot(meta, self._files(name), self._head, self._gen)
+                break
+            except FileNotFoundError:
+                # A writer replaced the files of this generation after we read its
+                # manifest: read the newer one.
+                if self.mode == "a" or attempt == _MAX_RETRIES - 1:
+                    raise
+                self.refresh()
+        assert snap is not None
+        self._snaps[name] = snap
+        return snap
+
+    def _pending(self, name: str) -> _Pending:
+        pending = self._pendings.get(name)
+        if pending is None:
+            meta = self._work[name]
+            snap = self._snapshot(name) if name in self._groups else None
+            if meta.n_slots:
+                self._charge_now(16 * meta.n_slots, f"the page table of {name}")
+            pending = _Pending(meta, snap)
+            self._pendings[name] = pending
+        return pending
+
+    def _charge(self, nbytes: int, what: str) -> contextlib.AbstractContextManager[Any]:
+        if self._budget is None:
+            return contextlib.nullcontext()
+        return self._budget.charge(nbytes, what)
+
+    def _charge_now(self, nbytes: int, what: str) -> None:
+        with self._charge(nbytes, what):
+            pass
+
+    def _evict(self, _need: int) -> int:
+        """Drop decoded caches (category tables, plans) when the budget runs short."""
+        freed = 0
+        for snap in self._snaps.values():
+            for table in snap._categories.values():
+                freed += table.nbytes + 64 * table.shape[0]
+            snap._categories.clear()
+        return freed
+
+    @property
+    def budget(self) -> MemoryBudget | None:
+        """The memory budget ledger (None when the store was opened without a budget)."""
+        return self._budget
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def groups(self) -> list[str]:
+        """Names of the groups (a writer also sees the ones it created since its commit)."""
+        self._check_open()
+        return sorted(self._work if self.mode == "a" else self._groups)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.groups()
+
+    def __getitem__(self, name: str) -> FeatureGroup:
+        return self.group(name)
+
+    def group(self, name: str) -> FeatureGroup:
+        """The feature group ``name`` (NotFoundError when there is none)."""
+        self._group_meta(name)
+        return FeatureGroup(self, name)
+
+    def create_group(
+        self,
+        name: str,
+        key: str = "id",
+        key_type: str = "int64",
+        schema: Any = None,
+        *,
+        description: str = "",
+    ) -> FeatureGroup:
+        """Create a feature group (visible to readers after the next commit).
+
+        ``schema`` maps feature names to :func:`mmfs.scalar`, :func:`mmfs.category`,
+        :func:`mmfs.dense` or :func:`mmfs.sparse`.  ``key`` names the entity key and
+        ``key_type`` is ``"int64"`` or ``"str"``.
+        """
+        self._check_writable()
+        check_name(name, "a group name")
+        check_name(key, "the key name")
+        if key_type not in ("int64", "str"):
+            raise ParameterError(f'key_type must be "int64" or "str", got {key_type!r}')
+        features = check_schema(schema)
+        if key in features:
+            raise ParameterError(f"the key {key!r} is also a feature name; rename one of them")
+        if name in self._work:
+            raise ParameterError(f"a group named {name!r} already exists in {self.path}")
+        if not isinstance(description, str):
+            raise ParameterError(f"description must be a str, got {description!r}")
+        meta = GroupMeta(
+            name=name, id=self._next_id, key=key, key_type=key_type, features=features,
+            description=description, created_ns=now_ns(), written_ns=None,
+            categories={n: None for n, t in features.items() if t.kind == "category"},
+            quant={n: None for n, t in features.items() if isinstance(t, Dense) and t.dtype == "int8"},
+            sparse_elems={n: 0 for n, t in features.items() if t.kind == "sparse"},
+        )  # fmt: skip
+        os.makedirs(os.path.join(self.path, "groups", f"g{meta.id}"), exist_ok=True)
+        self._next_id += 1
+        self._work[name] = meta
+        return FeatureGroup(self, name)
+
+    def drop_group(self, name: str) -> None:
+        """Drop a group and its data (takes effect at the next commit)."""
+        self._check_writable()
+        meta = self._group_meta(name)
+        del self._work[name]
+        self._pendings.pop(name, None)
+        self._snaps.pop(name, None)
+        self._dropped.append(meta)
+
+    def describe(self, name: str | None = None) -> dict[str, Any]:
+        """Metadata of one group, or of the store and all its groups."""
+        if name is None:
+            return {
+                "path": self.path,
+                "generation": self.generation,
+                "groups": {g: self.describe(g) for g in self.groups()},
+            }
+        meta = self._group_meta(name)
+        committed = self._groups.get(name)
+        return {
+            "name": name,
+            "key": meta.key,
+            "key_type": meta.key_type,
+            "features": {n: t.to_json() for n, t in meta.features.items()},
+            "description": meta.description,
+            "keys": committed.n_slots if committed else 0,
+            "rows": committed.n_rows if committed else 0,
+            "record_bytes": layout(meta.features).record_bytes,
+            "created": np.datetime64(meta.created_ns, "ns"),
+            "last_written": None if committed is None or committed.written_ns is None
+            else np.datetime64(committed.written_ns, "ns"),
+        }  # fmt: skip
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, message: str = "", tags: Any = None) -> int:
+        """Publish everything written since the last commit, atomically; returns the new
+        generation.  Readers see all of it on their next read, or none of it."""
+        self._check_writable()
+        if not isinstance(message, str):
+            raise ParameterError(f"message must be a str, got {message!r}")
+        tag_list = [] if tags is None else [tags] if isinstance(tags, str) else list(tags)
+        if not all(isinstance(t, str) and t for t in tag_list):
+            raise ParameterError(f"tags must be non-empty strings, got {tags!r}")
+        gen = self._gen + 1
+        new: dict[str, GroupMeta] = {}
+        for name, work in self._work.items():
+            meta = copy.deepcopy(work)
+            pending = self._pendings.get(name)
+            if pending is not None and pending.written:
+                self._commit_group(name, meta, pending, gen)
+            new[name] = meta
+        doc = self._manifest_doc(gen, message, tag_list, new, self._segment_bytes, self._next_id)
+        write_json_file(_manifest_path(self.path, gen), doc, "MNFT", durable=self._durable)
+        # ---- the commit point: from here on, generation gen is the store ----
+        self._write_head(gen)
+        for pending in self._pendings.values():
+            pending.dirty.clear()
+            pending.keys_changed = False
+            pending.categories_changed.clear()
+            pending.quant.clear()
+            pending.written = False
+        dropped, self._dropped = self._dropped, []
+        self._groups = new
+        self._work = copy.deepcopy(new)
+        self._gen = gen
+        self._snaps = {}
+        for meta in dropped:
+            files = self._files_by_id.pop(meta.id, None)
+            if files is not None:
+                files.close()
+            shutil.rmtree(os.path.join(self.path, "groups", f"g{meta.id}"), ignore_errors=True)
+        return gen
+
+    def _commit_group(self, name: str, meta: GroupMeta, pending: _Pending, gen: int) -> None:
+        files = self._files(name)
+        durable = self._durable
+        if durable:
+            files.rows.flush(meta.n_rows, pending.n_rows)
+            for fname, (ia, va) in files.sparse.items():
+                ia.flush(meta.sparse_elems[fname], pending.sparse_elems[fname])
+                va.flush(meta.sparse_elems[fname], pending.sparse_elems[fname])
+        size = 1 << PAGE_BITS
+        n_dir = (pending.n_slots + size - 1) >> PAGE_BITS
+        directory = np.full(n_dir, -1, dtype=np.int64)
+        if meta.dir_gen is not None and name in self._groups:
+            old = self._snapshot(name).directory
+            directory[: old.shape[0]] = old
+        dirty = np.array(sorted(pending.dirty), dtype=np.int64)
+        pages = np.full((dirty.shape[0], size), -1, dtype=np.int64)
+        for k, p in enumerate(dirty.tolist()):
+            part = pending.latest[p * size : min((p + 1) * size, pending.n_slots)]
+            pages[k, : part.shape[0]] = part
+        with self._charge(pages.nbytes + directory.nbytes, f"the page table of {name}"):
+            files.pages.write(meta.n_pages, pages, durable=durable)
+            if durable:
+                files.pages.flush(meta.n_pages, meta.n_pages + dirty.shape[0])
+            directory[dirty] = meta.n_pages + np.arange(dirty.shape[0])
+            write_array_file(
+                files.path(f"dir-{gen_name(gen)}.mmfs"), directory, "VTAB", durable=durable
+            )
+        meta.n_pages += dirty.shape[0]
+        meta.dir_gen = gen
+        if pending.keys_changed:
+            _save_key_index(files, "kidx", gen, pending.index, durable)
+            meta.keys_gen = gen
+        for fname in pending.categories_changed:
+            _save_key_index(files, f"cat-{fname}", gen, pending.categories[fname], durable)
+            meta.categories[fname] = gen
+        for fname, q in pending.quant.items():
+            write_array_file(
+                files.path(f"quant-{fname}-{gen_name(gen)}.mmfs"), q, "META", durable=durable
+            )
+            meta.quant[fname] = gen
+        meta.n_rows = pending.n_rows
+        meta.n_slots = pending.n_slots
+        meta.sparse_elems = dict(pending.sparse_elems)
+        meta.written_ns = now_ns()
+
+    def rollback(self) -> None:
+        """Forget everything written, created or dropped since the last commit."""
+        self._check_writable()
+        self._pendings.clear()
+        self._dropped.clear()
+        self._work = copy.deepcopy(self._groups)
+        self._next_id = max([m.id + 1 for m in self._groups.values()] + [self._next_id])
+        self._snaps = {}
+
+    # -- checking --------------------------------------------------------------------------
+
+    def verify(self) -> dict[str, int]:
+        """Check every committed file in full (payload checksums, key index invariants,
+        every key's row); returns {group: keys checked}.  Raises CorruptStoreError."""
+        self._check_open()
+        out = {}
+        for name in list(self._groups):
+            snap = self._snapshot(name)
+            meta = snap.meta
+            if meta.keys_gen is not None:
+                KeyIndex.from_arrays(snap.index.arrays(), meta.key_type, validate=True)  # type: ignore[arg-type]
+            if meta.dir_gen is not None:
+                open_array(
+                    snap.files.path(f"dir-{gen_name(meta.dir_gen)}.mmfs"), "VTAB", verify=True
+                )
+            rows = np.arange(meta.n_slots, dtype=np.int64)
+            if snap.table.rows_of_slots(rows) or (rows < 0).any():
+                raise CorruptStoreError(f"group {name!r}: a key has no valid row")
+            for fname in meta.categories:
+                snap.category_table(fname)
+            out[name] = meta.n_slots
+        return out
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the writer lock and every file (idempotent).  Uncommitted writes are
+        dropped.  Batches already returned stay valid: they own their memory."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._budget is not None:
+            with contextlib.suppress(Exception):
+                self._budget.unregister_cache(f"mmfs store {self.path} {id(self)}")
+        for files in self._files_by_id.values():
+            files.close()
+        self._files_by_id.clear()
+        self._snaps = {}
+        self._pendings.clear()
+        if self._head_fd is not None:
+            os.close(self._head_fd)
+            self._head_fd = None
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"generation {self._gen}"
+        return f"<mmfs.Store {self.path!r} mode={self.mode!r} {state}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A store pickles as its path and reopens read-only in the other process."""
+        return (_reopen_store, (self.path,))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.groups())
+
+
+def _reopen_store(path: str) -> Store:
+    return Store(path, mode="r")
