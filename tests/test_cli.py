@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,17 @@ from mmfs.cli import main
 def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--rows", "3000", "--queries", "16"]) == 0
     out = capsys.readouterr().out
-    assert f"mmfs {mmfs.__version__} demo: exact k-NN over 3,000 x 128 float32 vectors" in out
+    assert f"mmfs {mmfs.__version__} demo: a feature store of 3,000 users, 128-d embeddings" in out
+    assert "wrote 3,000 users (8 float32 + 128-d embedding + category)" in out
+    assert "commit -> generation 1" in out
+    assert "a reader saw nothing before the commit: True" in out
+    assert "saw it after, without reopening: True" in out
+    assert "online read, one key (8 scalars + 128-d): median" in out
+    assert "values exact: True" in out
+    assert "batch read, 10,000 keys:" in out
+    assert "(10000, 136) float32 matrix" in out
+    assert "mask=[True, False]" in out
+    assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
     assert "16 queries, k=10:" in out
     assert "agrees with numpy brute force: 100% of neighbours" in out
@@ -29,10 +40,21 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--rows", "500", "--dim", "8", "--queries", "3", "--k", "4"]) == 0
     out = capsys.readouterr().out
-    assert "500 x 8 float32" in out
+    assert "500 x 8 embeddings" in out
     assert "3 queries, k=4:" in out
     nearest = out.split("nearest of query 0:")[1].strip().split(", ")
     assert len(nearest) == 4
+
+
+def test_demo_keeps_a_store_at_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "demo.mmfs"
+    assert main(["demo", "--rows", "400", "--dim", "4", "--queries", "2", "--path", str(path)]) == 0
+    capsys.readouterr()
+    with mmfs.open(path, mode="r") as store:
+        users = store["users"]
+        assert len(users) == 400
+        assert users.features[-2:] == ["embedding", "country"]
+        assert store.verify() == {"users": 400}
 
 
 def test_info(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +93,6 @@ def test_python_dash_m(tmp_path) -> None:
         env=dict(os.environ),
     )
     assert res.returncode == 0, res.stderr
-    assert "2,000 x 128 float32 vectors" in res.stdout
+    assert "a feature store of 2,000 users, 128-d embeddings" in res.stdout
     assert "100% of neighbours" in res.stdout
     assert res.stderr == ""

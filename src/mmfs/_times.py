@@ -52,20 +52,22 @@ def to_ns(event_time: Any, n: int) -> np.ndarray:
         return np.full(n, now_ns(), dtype=np.int64)
     tz = getattr(getattr(event_time, "dt", None), "tz", None) or getattr(event_time, "tz", None)
     if tz is not None:  # a time-zone aware pandas Series or DatetimeIndex
-        conv = event_time.dt if hasattr(event_time, "dt") else event_time
-        event_time = conv.tz_convert("UTC").tz_localize(None)
+        if hasattr(event_time, "dt"):  # Series
+            event_time = event_time.dt.tz_convert("UTC").dt.tz_localize(None)
+        else:  # DatetimeIndex
+            event_time = event_time.tz_convert("UTC").tz_localize(None)
     if isinstance(event_time, np.ndarray) and event_time.dtype.kind == "M":
         arr = event_time
     elif isinstance(event_time, np.datetime64 | _dt.date):
         arr = np.asarray(_one(event_time))
     elif hasattr(event_time, "__len__") or hasattr(event_time, "__array__"):
         raw = np.asarray(event_time)
+        if raw.size == 0 and raw.ndim == 1:
+            raw = raw.astype(_NS)
         if raw.dtype.kind == "M":
             arr = raw
         elif raw.dtype == object or raw.ndim == 0:
             arr = np.array([_one(x) for x in raw.reshape(-1)]).reshape(raw.shape)
-            if arr.size == 0:
-                arr = arr.astype(_NS)
         else:
             raise ParameterError(
                 f"event_time must be datetime64, datetime or pandas timestamps, got an array "
@@ -85,9 +87,9 @@ def to_ns(event_time: Any, n: int) -> np.ndarray:
     # The cast wraps silently on overflow; a round trip at the coarser unit catches it.
     if arr.dtype != _NS and np.any(ns.astype(arr.dtype) != arr):
         raise ParameterError("event_time out of the datetime64[ns] range (1677 to 2262)")
-    out = ns.view(np.int64)
-    if out.ndim == 0:
-        return np.full(n, out, dtype=np.int64)
+    out: np.ndarray = np.asarray(ns.view(np.int64)).reshape(-1)
+    if ns.ndim == 0:
+        return np.full(n, out[0], dtype=np.int64)
     if out.shape[0] != n:
         raise DimensionError(f"event_time has {out.shape[0]} times for {n} keys")
     return np.ascontiguousarray(out)

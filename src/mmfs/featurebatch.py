@@ -132,7 +132,7 @@ class FeatureBatch:
             )  # fmt: skip
             if not self._all and dtype.kind == "f":
                 value[~self._found] = np.nan
-        elif name in plan.dtype.fields:
+        elif name in plan.views or name in plan.names:
             value = self._snap.decode(name, self._records()[name], self._found)
         else:
             raise ParameterError(

@@ -279,7 +279,7 @@ class _Snapshot:
                 for t in (self.features[n] for n in names)
             )
             views = {}
-            fields_of: Mapping[str, Any] = dtype.fields or {}
+            fields_of: Any = dtype.fields
             for n in names:
                 t = self.features[n]
                 sub, offset = fields_of[n][0], fields_of[n][1]
@@ -617,7 +617,7 @@ class FeatureGroup:
         meta = self._meta()
         str_keys = meta.key_type == "str"
         if str_keys:
-            qb, qo = _as_str_keys(keys)
+            _qb, qo = _as_str_keys(keys)
             n = qo.shape[0] - 1
         else:
             n = _as_int_keys(keys).shape[0]

@@ -181,6 +181,10 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
     return meta
 
 
+def _is_int8(ftype: object) -> bool:
+    return isinstance(ftype, Dense) and ftype.dtype == "int8"
+
+
 class Store:
     """An open store (see :func:`mmfs.open`).  Use it as a context manager, or close()."""
 
@@ -394,7 +398,7 @@ class Store:
         return meta
 
     def _files(self, name: str) -> GroupFiles:
-        meta = self._group_meta(name) if self.mode == "a" else self._groups[name]
+        meta = self._work[name] if self.mode == "a" else self._groups[name]
         files = self._files_by_id.get(meta.id)
         if files is None:
             directory = os.path.join(self.path, "groups", f"g{meta.id}")
@@ -419,7 +423,8 @@ class Store:
                     meta = self._work[name]
                 else:
                     raise NotFoundError(
-                        f"no committed group {name!r} in the store {self.path}; it has {self.groups()}"
+                        f"no committed group {name!r} in the store {self.path}; "
+                        f"it has {self.groups()}"
                     )
             try:
                 snap = _Snapshot(meta, self._files(name), self._head, self._gen)
@@ -473,7 +478,10 @@ class Store:
     def groups(self) -> list[str]:
         """Names of the groups (a writer also sees the ones it created since its commit)."""
         self._check_open()
-        return sorted(self._work if self.mode == "a" else self._groups)
+        if self.mode == "a":
+            return sorted(self._work)
+        self._refresh_if_stale()
+        return sorted(self._groups)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.groups()
@@ -517,7 +525,7 @@ class Store:
             name=name, id=self._next_id, key=key, key_type=key_type, features=features,
             description=description, created_ns=now_ns(), written_ns=None,
             categories={n: None for n, t in features.items() if t.kind == "category"},
-            quant={n: None for n, t in features.items() if isinstance(t, Dense) and t.dtype == "int8"},
+            quant={n: None for n, t in features.items() if _is_int8(t)},
             sparse_elems={n: 0 for n, t in features.items() if t.kind == "sparse"},
         )  # fmt: skip
         os.makedirs(os.path.join(self.path, "groups", f"g{meta.id}"), exist_ok=True)

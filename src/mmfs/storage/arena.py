@@ -102,7 +102,7 @@ class Arena:
             parts.append(self.segment(s)[off : off + take])
             i += take
         if not parts:
-            return np.zeros((0,) + self._shape()[1:], dtype=self.dtype)
+            return np.zeros((0, *self._shape()[1:]), dtype=self.dtype)
         return np.concatenate(parts)
 
     # -- writing (the writer only) -----------------------------------------------------
