@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mmfs._kernels import _hash
 from mmfs.errors import CorruptStoreError, DimensionError, ParameterError
+from mmfs.storage import keyindex as keyindex_module
 from mmfs.storage.keyindex import KeyIndex
 
 SEED = 20261127
@@ -509,7 +510,7 @@ def test_unvalidated_full_str_table_is_bounded() -> None:
 def test_kernels_bounded_on_a_full_table() -> None:
     cap = 64
     tk = np.arange(cap, dtype=np.int64)
-    ts = np.arange(cap, dtype=np.int64)  # full: no empty position anywhere
+    ts = np.arange(cap, dtype=np.int32)  # full: no empty position anywhere
     q = np.array([10**9, 5, -3], dtype=np.int64)
     out = np.empty(3, np.int64)
     assert _hash.lookup_int(tk, ts, cap, q, out, 1) == 2
@@ -684,3 +685,16 @@ def _run_model(key_type: Any, ops: list[tuple[str, list[Any]]]) -> None:
             ix = KeyIndex.from_arrays(ix.arrays(), key_type)
         assert len(ix) == len(model)
     assert list(ix.keys()) == list(model)
+
+
+def test_at_most_2_to_31_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots are int32: the table refuses to grow past 2**32 positions (checked before
+    allocating; shown with the limit lowered)."""
+    with pytest.raises(ParameterError, match="at most 2147483648 keys"):
+        KeyIndex(expected_keys=2**31 + 1)
+    monkeypatch.setattr(keyindex_module, "_MAX_CAPACITY", 32)
+    ix = KeyIndex()
+    ix.insert(np.arange(16))
+    with pytest.raises(ParameterError, match="at most 16 keys"):
+        ix.insert([99])
+    assert len(ix) == 16

@@ -12,11 +12,12 @@ to a file and map them back (readers then probe the page cache directly):
 
   int64 keys                         str keys
   keys:  int64[cap]                  hashes:      uint64[cap]   xxh64 of the key
-  slots: int64[cap]                  slots:       int64[cap]
+  slots: int32[cap]                  slots:       int32[cap]
                                      key_bytes:   uint8[...]    UTF-8 bytes of all keys
                                      key_offsets: int64[n + 1]  key s = key_bytes[o[s]:o[s+1]]
 
-slots[i] == -1 marks position i empty (any negative value reads as empty; the key or
+Slots are int32 (12 or 16 bytes per position instead of 16 or 24; a group holds at most
+2**31 - 1 keys, and the capacity at most 2**32).  slots[i] == -1 marks position i empty (any negative value reads as empty; the key or
 hash beside an empty slot means nothing).  String keys live once, in slot order, in an
 arena; the table holds only their 64-bit hash, and a probe compares bytes only when the
 hash matches, so a lookup touches the arena about once.  Rebuilding the table never
@@ -45,26 +46,26 @@ instead of being dereferenced.  Kernels never raise on their inputs: the Python 
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 cdef extern from "mmfs_hash.h" nogil:
     int64_t MMFS_PROBE_CORRUPT
     uint64_t mmfs_fmix64(uint64_t k)
     uint64_t mmfs_xxh64(const uint8_t *p, int64_t length, uint64_t seed)
-    int64_t mmfs_probe_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_probe_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                            int64_t n_keys, int64_t key, uint64_t *pos)
-    int64_t mmfs_probe_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_probe_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                            const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                            int64_t n_keys, uint64_t h, const uint8_t *key, int64_t length,
                            uint64_t *pos)
-    int64_t mmfs_lookup_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_lookup_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                             int64_t n_keys, const int64_t *q, int64_t *out, int64_t n)
-    int64_t mmfs_lookup_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_lookup_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                             const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                             int64_t n_keys, const uint8_t *qb, const int64_t *qo,
                             int64_t *out, int64_t n)
-    int64_t mmfs_verify_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_verify_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                             const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                             int64_t n_keys, int64_t s0, int64_t s1)
 
@@ -96,7 +97,7 @@ def xxh64(const uint8_t[::1] data):
     return mmfs_xxh64(&data[0], data.shape[0], 0)
 
 
-def lookup_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_keys,
+def lookup_int(const int64_t[::1] tkeys, const int32_t[::1] tslots, int64_t n_keys,
                const int64_t[::1] keys, int64_t[::1] out, int n_threads):
     """out[j] = slot of keys[j], or -1.  Returns the number of corrupt probes."""
     cdef Py_ssize_t n = keys.shape[0], nch, c, lo
@@ -104,7 +105,7 @@ def lookup_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_ke
     if n == 0:
         return 0
     cdef const int64_t *pk = &tkeys[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     cdef uint64_t mask = <uint64_t>tslots.shape[0] - 1
     cdef const int64_t *pq = &keys[0]
     cdef int64_t *po = &out[0]
@@ -119,7 +120,7 @@ def lookup_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_ke
     return bad
 
 
-def lookup_int_one(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_keys,
+def lookup_int_one(const int64_t[::1] tkeys, const int32_t[::1] tslots, int64_t n_keys,
                    int64_t key):
     """The slot of one key, -1 when absent, -2 (MMFS_PROBE_CORRUPT) on a corrupt table.
     The online path: two buffers to acquire instead of four, no output array."""
@@ -128,7 +129,7 @@ def lookup_int_one(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t 
                           &pos)
 
 
-def insert_int(int64_t[::1] tkeys, int64_t[::1] tslots, int64_t n_keys,
+def insert_int(int64_t[::1] tkeys, int32_t[::1] tslots, int64_t n_keys,
                const int64_t[::1] keys, Py_ssize_t start, int64_t[::1] out):
     """Give keys[start:] their slots (new keys get n_keys, n_keys + 1, ...).
 
@@ -137,7 +138,7 @@ def insert_int(int64_t[::1] tkeys, int64_t[::1] tslots, int64_t n_keys,
     """
     cdef Py_ssize_t m = keys.shape[0], j = start
     cdef int64_t *pk = &tkeys[0]
-    cdef int64_t *ps = &tslots[0]
+    cdef int32_t *ps = &tslots[0]
     cdef uint64_t mask = <uint64_t>tslots.shape[0] - 1, pos = 0
     cdef int64_t limit = tslots.shape[0] // 2, s, key
     cdef int status = DONE
@@ -157,7 +158,7 @@ def insert_int(int64_t[::1] tkeys, int64_t[::1] tslots, int64_t n_keys,
                     status = GROW_TABLE
                     break
                 pk[pos] = key
-                ps[pos] = n_keys
+                ps[pos] = <int32_t>n_keys
                 s = n_keys
                 n_keys += 1
             po[j] = s
@@ -165,16 +166,16 @@ def insert_int(int64_t[::1] tkeys, int64_t[::1] tslots, int64_t n_keys,
     return status, j, n_keys
 
 
-def rehash_int(const int64_t[::1] tkeys, const int64_t[::1] tslots,
-               int64_t[::1] nkeys, int64_t[::1] nslots):
+def rehash_int(const int64_t[::1] tkeys, const int32_t[::1] tslots,
+               int64_t[::1] nkeys, int32_t[::1] nslots):
     """Place every entry of a table into an empty table (nslots all -1) of larger
     capacity.  The caller guarantees the new table has an empty position for each."""
     cdef Py_ssize_t cap = tslots.shape[0], i
     cdef uint64_t mask = <uint64_t>nslots.shape[0] - 1, p
     cdef const int64_t *pk = &tkeys[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     cdef int64_t *qk = &nkeys[0]
-    cdef int64_t *qs = &nslots[0]
+    cdef int32_t *qs = &nslots[0]
     with nogil:
         for i in range(cap):
             if ps[i] < 0:
@@ -186,7 +187,7 @@ def rehash_int(const int64_t[::1] tkeys, const int64_t[::1] tslots,
             qs[p] = ps[i]
 
 
-def verify_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_keys,
+def verify_int(const int64_t[::1] tkeys, const int32_t[::1] tslots, int64_t n_keys,
                int n_threads):
     """Count the occupied positions that a lookup of their own key does not reach (an
     empty position between home and key, or the same key earlier on the path).  Slots
@@ -195,7 +196,7 @@ def verify_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_ke
     cdef int64_t bad = 0
     cdef uint64_t mask = <uint64_t>cap - 1, pos
     cdef const int64_t *pk = &tkeys[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     for i in prange(cap, nogil=True, schedule="static", num_threads=max(1, n_threads)):
         if ps[i] >= 0:
             if mmfs_probe_int(pk, ps, mask, n_keys, pk[i], &pos) != ps[i]:
@@ -203,7 +204,7 @@ def verify_int(const int64_t[::1] tkeys, const int64_t[::1] tslots, int64_t n_ke
     return bad
 
 
-def lookup_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
+def lookup_str(const uint64_t[::1] thashes, const int32_t[::1] tslots,
                const uint8_t[::1] key_bytes, const int64_t[::1] key_offsets, int64_t n_keys,
                const uint8_t[::1] qbytes, const int64_t[::1] qoffsets, int64_t[::1] out,
                int n_threads):
@@ -222,7 +223,7 @@ def lookup_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
     if n_bytes < 0 or n_bytes > key_bytes.shape[0]:
         return n
     cdef const uint64_t *ph = &thashes[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     cdef const uint8_t *kb = &key_bytes[0] if key_bytes.shape[0] > 0 else &empty
     cdef const int64_t *ko = &key_offsets[0]
     cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] > 0 else &empty
@@ -241,7 +242,7 @@ def lookup_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
     return bad
 
 
-def lookup_str_one(const uint64_t[::1] thashes, const int64_t[::1] tslots,
+def lookup_str_one(const uint64_t[::1] thashes, const int32_t[::1] tslots,
                    const uint8_t[::1] key_bytes, const int64_t[::1] key_offsets,
                    int64_t n_keys, bytes key):
     """The slot of one string key (its UTF-8 bytes), -1 or -2 as lookup_int_one."""
@@ -260,7 +261,7 @@ def lookup_str_one(const uint64_t[::1] thashes, const int64_t[::1] tslots,
                           &pos)
 
 
-def insert_str(uint64_t[::1] thashes, int64_t[::1] tslots, uint8_t[::1] key_bytes,
+def insert_str(uint64_t[::1] thashes, int32_t[::1] tslots, uint8_t[::1] key_bytes,
                int64_t[::1] key_offsets, int64_t n_keys, const uint8_t[::1] qbytes,
                const int64_t[::1] qoffsets, Py_ssize_t start, int64_t[::1] out):
     """Give string keys [start:] their slots; a new key's bytes are appended to the arena.
@@ -282,7 +283,7 @@ def insert_str(uint64_t[::1] thashes, int64_t[::1] tslots, uint8_t[::1] key_byte
     if used < 0 or used > cap_bytes:
         return CORRUPT, start, n_keys
     cdef uint64_t *ph = &thashes[0]
-    cdef int64_t *ps = &tslots[0]
+    cdef int32_t *ps = &tslots[0]
     cdef uint8_t *kb = &key_bytes[0] if cap_bytes > 0 else &empty
     cdef int64_t *ko = &key_offsets[0]
     cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] > 0 else &empty
@@ -309,7 +310,7 @@ def insert_str(uint64_t[::1] thashes, int64_t[::1] tslots, uint8_t[::1] key_byte
                 used += length
                 ko[n_keys + 1] = used
                 ph[pos] = h
-                ps[pos] = n_keys
+                ps[pos] = <int32_t>n_keys
                 s = n_keys
                 n_keys += 1
             po[j] = s
@@ -317,15 +318,15 @@ def insert_str(uint64_t[::1] thashes, int64_t[::1] tslots, uint8_t[::1] key_byte
     return status, j, n_keys
 
 
-def rehash_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
-               uint64_t[::1] nhashes, int64_t[::1] nslots):
+def rehash_str(const uint64_t[::1] thashes, const int32_t[::1] tslots,
+               uint64_t[::1] nhashes, int32_t[::1] nslots):
     """rehash_int for string tables: the stored hash gives the new position."""
     cdef Py_ssize_t cap = tslots.shape[0], i
     cdef uint64_t mask = <uint64_t>nslots.shape[0] - 1, p
     cdef const uint64_t *ph = &thashes[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     cdef uint64_t *qh = &nhashes[0]
-    cdef int64_t *qs = &nslots[0]
+    cdef int32_t *qs = &nslots[0]
     with nogil:
         for i in range(cap):
             if ps[i] < 0:
@@ -337,7 +338,7 @@ def rehash_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
             qs[p] = ps[i]
 
 
-def verify_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
+def verify_str(const uint64_t[::1] thashes, const int32_t[::1] tslots,
                const uint8_t[::1] key_bytes, const int64_t[::1] key_offsets, int n_threads):
     """Count the stored keys that a lookup of their own bytes does not map back to their
     slot: a stored hash that is not the key's hash, a duplicate earlier on the probe path
@@ -348,7 +349,7 @@ def verify_str(const uint64_t[::1] thashes, const int64_t[::1] tslots,
     if n_keys <= 0:
         return 0
     cdef const uint64_t *ph = &thashes[0]
-    cdef const int64_t *ps = &tslots[0]
+    cdef const int32_t *ps = &tslots[0]
     cdef const uint8_t *kb = &key_bytes[0] if key_bytes.shape[0] > 0 else &empty
     cdef const int64_t *ko = &key_offsets[0]
     cdef int64_t n_bytes = key_offsets[n_keys]

@@ -43,15 +43,15 @@ from libc.string cimport memcpy, memset
 cdef extern from "mmfs_hash.h" nogil:
     int64_t MMFS_PROBE_CORRUPT
     uint64_t mmfs_xxh64(const uint8_t *p, int64_t length, uint64_t seed)
-    int64_t mmfs_probe_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_probe_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                            int64_t n_keys, int64_t key, uint64_t *pos)
-    int64_t mmfs_probe_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_probe_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                            const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                            int64_t n_keys, uint64_t h, const uint8_t *key, int64_t len,
                            uint64_t *pos)
-    int64_t mmfs_lookup_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_lookup_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                             int64_t n_keys, const int64_t *q, int64_t *out, int64_t n)
-    int64_t mmfs_lookup_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+    int64_t mmfs_lookup_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                             const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                             int64_t n_keys, const uint8_t *qb, const int64_t *qo,
                             int64_t *out, int64_t n)
@@ -110,7 +110,7 @@ cdef class RowTable:
 
     cdef const int64_t *tk
     cdef const uint64_t *th
-    cdef const int64_t *ts
+    cdef const int32_t *ts
     cdef const uint8_t *kb
     cdef const int64_t *ko
     cdef int64_t kb_len
@@ -137,7 +137,7 @@ cdef class RowTable:
                  uint64_t generation):
         self.refs = (keys, directory, page_addrs, row_addrs, head)
         self.str_keys = str_keys
-        self.ts = <const int64_t *>_addr(keys["slots"])
+        self.ts = <const int32_t *>_addr(keys["slots"])
         self.kmask = <uint64_t>keys["slots"].shape[0] - 1
         if str_keys:
             self.th = <const uint64_t *>_addr(keys["hashes"])

@@ -127,7 +127,7 @@ static inline uint64_t mmfs_xxh64(const uint8_t *p, int64_t len, uint64_t seed) 
 
 /* The slot of `key`, or -1 when absent (then *pos is the empty position where it would
  * go), or MMFS_PROBE_CORRUPT (a slot >= n_keys, or no empty position in the table). */
-static inline int64_t mmfs_probe_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+static inline int64_t mmfs_probe_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                                      int64_t n_keys, int64_t key, uint64_t *pos) {
     uint64_t i = mmfs_fmix64((uint64_t)key) & mask;
     for (uint64_t step = 0; step <= mask; step++) {
@@ -145,7 +145,7 @@ static inline int64_t mmfs_probe_int(const int64_t *tk, const int64_t *ts, uint6
 
 /* The same for a string key of hash h: a position matches when its stored hash equals h
  * and the arena holds the same bytes at its slot.  Offsets are checked before use. */
-static inline int64_t mmfs_probe_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+static inline int64_t mmfs_probe_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                                      const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                                      int64_t n_keys, uint64_t h, const uint8_t *key,
                                      int64_t len, uint64_t *pos) {
@@ -170,7 +170,7 @@ static inline int64_t mmfs_probe_str(const uint64_t *th, const int64_t *ts, uint
 /* Look up n int64 keys; returns the number of corrupt probes (their out[] is -1).  Keys
  * are taken in groups of 16 whose home positions are prefetched first, so the cache
  * misses of a group overlap instead of queueing one behind the other. */
-static inline int64_t mmfs_lookup_int(const int64_t *tk, const int64_t *ts, uint64_t mask,
+static inline int64_t mmfs_lookup_int(const int64_t *tk, const int32_t *ts, uint64_t mask,
                                       int64_t n_keys, const int64_t *q, int64_t *out,
                                       int64_t n) {
     int64_t bad = 0;
@@ -198,7 +198,7 @@ static inline int64_t mmfs_lookup_int(const int64_t *tk, const int64_t *ts, uint
  * MMFS_PROBE_CORRUPT.  A hit reads three dependent places (hashes/slots at home, the
  * key's offsets, its bytes), so the group goes through them in stages, prefetching the
  * next place of every key before reading the first: the misses of the group overlap. */
-static inline void mmfs_probe_str_group(const uint64_t *th, const int64_t *ts, uint64_t mask,
+static inline void mmfs_probe_str_group(const uint64_t *th, const int32_t *ts, uint64_t mask,
                                         const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                                         int64_t n_keys, const uint8_t *qb, const int64_t *qo,
                                         int64_t cnt, int64_t *res) {
@@ -228,7 +228,7 @@ static inline void mmfs_probe_str_group(const uint64_t *th, const int64_t *ts, u
 }
 
 /* Look up n string keys; the same contract as mmfs_lookup_int. */
-static inline int64_t mmfs_lookup_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+static inline int64_t mmfs_lookup_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                                       const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                                       int64_t n_keys, const uint8_t *qb, const int64_t *qo,
                                       int64_t *out, int64_t n) {
@@ -251,7 +251,7 @@ static inline int64_t mmfs_lookup_str(const uint64_t *th, const int64_t *ts, uin
  * an empty position before the key, or a corrupt table).  Keys are read in slot order,
  * so the arena streams; only the table is read at random.  ko must be monotone within
  * kb[0:n_bytes] (checked by the caller). */
-static inline int64_t mmfs_verify_str(const uint64_t *th, const int64_t *ts, uint64_t mask,
+static inline int64_t mmfs_verify_str(const uint64_t *th, const int32_t *ts, uint64_t mask,
                                       const uint8_t *kb, int64_t n_bytes, const int64_t *ko,
                                       int64_t n_keys, int64_t s0, int64_t s1) {
     int64_t bad = 0, res[16];

@@ -43,11 +43,13 @@ __all__ = ["KeyIndex"]
 KeyType = Literal["int64", "str"]
 
 _I64 = np.dtype(np.int64)
+_I32 = np.dtype(np.int32)
 _U64 = np.dtype(np.uint64)
 _U8 = np.dtype(np.uint8)
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 _MIN_CAPACITY = 16
+_MAX_CAPACITY = 1 << 32  # slots are int32: at most 2**31 keys at load factor 1/2
 # One probe (a cache miss or two) is worth this many inner-loop operations of the
 # threads_for grain: batches below PARALLEL_GRAIN // _PROBE_WORK keys run on one thread.
 _PROBE_WORK = 64
@@ -56,8 +58,8 @@ _NO_INTS = np.zeros(1, dtype=_I64)
 _NO_BYTES = np.zeros(0, dtype=_U8)
 
 _LAYOUT: dict[str, dict[str, np.dtype]] = {
-    "int64": {"keys": _I64, "slots": _I64},
-    "str": {"hashes": _U64, "slots": _I64, "key_bytes": _U8, "key_offsets": _I64},
+    "int64": {"keys": _I64, "slots": _I32},
+    "str": {"hashes": _U64, "slots": _I32, "key_bytes": _U8, "key_offsets": _I64},
 }
 
 
@@ -194,11 +196,13 @@ class KeyIndex:
             raise ParameterError(
                 f"expected_keys must be a non-negative integer, got {expected_keys!r}"
             )
+        if _capacity_for(int(expected_keys)) > _MAX_CAPACITY:
+            raise ParameterError(f"a key index holds at most {_MAX_CAPACITY // 2} keys")
         self._str = key_type == "str"
         self._n = 0
         self._cap = _capacity_for(int(expected_keys))
         self._owned = True
-        self._slots = np.full(self._cap, -1, dtype=_I64)
+        self._slots = np.full(self._cap, -1, dtype=_I32)
         self._keys = np.zeros(0 if self._str else self._cap, dtype=_I64)
         self._hashes = np.zeros(self._cap if self._str else 0, dtype=_U64)
         self._bytes = np.zeros(0, dtype=_U8)
@@ -275,8 +279,8 @@ class KeyIndex:
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define this index, as read-only views (not copies).
 
-        int64: ``keys`` int64[capacity], ``slots`` int64[capacity] (-1 = empty).
-        str: ``hashes`` uint64[capacity], ``slots`` int64[capacity],
+        int64: ``keys`` int64[capacity], ``slots`` int32[capacity] (-1 = empty).
+        str: ``hashes`` uint64[capacity], ``slots`` int32[capacity],
         ``key_bytes`` uint8[total bytes], ``key_offsets`` int64[len + 1].
         The views show the index as it is now; an insert may change them in place or,
         when it grows the table, leave them describing the old table.
@@ -350,7 +354,9 @@ class KeyIndex:
     def _grow(self) -> None:
         """Rebuild into a new table of twice the capacity (the old arrays stay valid)."""
         cap = 2 * self._cap
-        slots = np.full(cap, -1, dtype=_I64)
+        if cap > _MAX_CAPACITY:
+            raise ParameterError(f"a key index holds at most {_MAX_CAPACITY // 2} keys")
+        slots = np.full(cap, -1, dtype=_I32)
         if self._str:
             hashes = np.zeros(cap, dtype=_U64)
             _hash.rehash_str(self._hashes, self._slots, hashes, slots)
