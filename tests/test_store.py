@@ -552,3 +552,29 @@ def test_not_a_store(tmp_path: Path) -> None:
         mmfs.open(tmp_path / "missing", mode="r")
     with pytest.raises(ParameterError, match="mode"):
         mmfs.open(tmp_path / "x", mode="w")  # type: ignore[arg-type]
+
+
+def test_budget_evicts_decoded_categories_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 20_000
+    names = [f"city-{i:06d}" for i in range(n)]
+    with mmfs.open(tmp_path / "s", memory_budget="4MiB") as store:
+        g = store.create_group("g", schema={"city": mmfs.category(), "v": mmfs.scalar("int64")})
+        g.write(np.arange(n), {"city": names, "v": np.arange(n)})
+        store.commit()
+        budget = store.budget
+        assert budget is not None
+        assert g.get([5, 7])["city"].tolist() == [names[5], names[7]]
+        held = budget.in_use
+        assert held > 1 << 20  # the decoded table is charged while cached
+        with caplog.at_level("WARNING", logger="mmfs.budget"):
+            big = g.get(np.arange(4 * n))
+            with budget.charge(budget.limit - 1_000_000, "a big neighbour"):  # type: ignore[operator]
+                pass
+        assert "evicted" in caplog.text
+        assert budget.in_use == 0
+        assert big["v"][:3].tolist() == [0, 1, 2]
+        assert g.get(9)["city"].tolist() == [names[9]]  # decoded again on demand
+        store.close()
+        assert budget.in_use == 0

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
 from mmfs._kernels import _store
 from mmfs._times import to_ns
+from mmfs.budget import MemoryBudget, Reservation
 from mmfs.errors import (
     CorruptStoreError,
     DimensionError,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FeatureGroup"]
 
 PAGE_BITS: Final = 6  # 64 slots (512 bytes) per page-table page
+_STR_OVERHEAD: Final = 49  # bytes of a Python str object beyond its characters
 _I64 = np.dtype(np.int64)
 _SCALAR_DTYPES: Final = {
     "float32": np.dtype(np.float32),
@@ -208,8 +210,17 @@ _NOT_FOUND.flags.writeable = False
 class _Snapshot:
     """One committed generation of one group, mapped and ready for the read kernel."""
 
-    def __init__(self, meta: GroupMeta, files: GroupFiles, head: np.ndarray, gen: int) -> None:
+    def __init__(
+        self,
+        meta: GroupMeta,
+        files: GroupFiles,
+        head: np.ndarray,
+        gen: int,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.meta = meta
+        self.budget = budget
+        self._reservations: dict[str, Reservation] = {}
         self.files = files
         self.features = meta.features
         self.str_keys = meta.key_type == "str"
@@ -319,15 +330,33 @@ class _Snapshot:
         return out
 
     def category_table(self, name: str) -> np.ndarray:
+        """code -> str of a category feature (last entry None, for code -1), decoded once
+        and cached; the cache is charged to the store's memory budget, which may evict it."""
         table = self._categories.get(name)
         if table is None:
             index = _load_key_index(self.files, f"cat-{name}", self.meta.categories[name], "str")
+            n = len(index)
+            nbytes = 8 * (n + 1) + 2 * index.arrays()["key_bytes"].nbytes + _STR_OVERHEAD * n
+            if self.budget is not None:
+                self._reservations[name] = self.budget.reserve(
+                    nbytes, f"the decoded categories of {self.meta.name}.{name}"
+                )
             values = index.keys()
-            table = np.empty(len(values) + 1, dtype=object)
-            table[: len(values)] = values
+            table = np.empty(n + 1, dtype=object)
+            table[:n] = values
             table[-1] = None
             self._categories[name] = table
         return table
+
+    def drop_caches(self) -> int:
+        """Forget decoded category tables; returns the bytes released from the budget."""
+        freed = 0
+        for reservation in self._reservations.values():
+            freed += reservation.nbytes
+            reservation.release()
+        self._reservations.clear()
+        self._categories.clear()
+        return freed
 
     def quant(self, name: str) -> np.ndarray:
         q = self._quant.get(name)

@@ -329,7 +329,7 @@ class Store:
         ):
             raise CorruptStoreError(f"{source}: group ids are not unique and below next_group_id")
         self._gen = gen
-        self._snaps = {}
+        self._drop_snaps()
         if self.mode == "a":
             self._work = copy.deepcopy(self._groups)
 
@@ -427,7 +427,7 @@ class Store:
                         f"it has {self.groups()}"
                     )
             try:
-                snap = _Snapshot(meta, self._files(name), self._head, self._gen)
+                snap = _Snapshot(meta, self._files(name), self._head, self._gen, self._budget)
                 break
             except FileNotFoundError:
                 # A writer replaced the files of this generation after we read its
@@ -460,13 +460,13 @@ class Store:
             pass
 
     def _evict(self, _need: int) -> int:
-        """Drop decoded caches (category tables, plans) when the budget runs short."""
-        freed = 0
-        for snap in self._snaps.values():
-            for table in snap._categories.values():
-                freed += table.nbytes + 64 * table.shape[0]
-            snap._categories.clear()
-        return freed
+        """Drop decoded caches (category tables) when the budget runs short."""
+        return sum(snap.drop_caches() for snap in self._snaps.values())
+
+    def _drop_snaps(self) -> None:
+        for snap in getattr(self, "_snaps", {}).values():
+            snap.drop_caches()
+        self._snaps = {}
 
     @property
     def budget(self) -> MemoryBudget | None:
@@ -539,7 +539,9 @@ class Store:
         meta = self._group_meta(name)
         del self._work[name]
         self._pendings.pop(name, None)
-        self._snaps.pop(name, None)
+        dropped_snap = self._snaps.pop(name, None)
+        if dropped_snap is not None:
+            dropped_snap.drop_caches()
         self._dropped.append(meta)
 
     def describe(self, name: str | None = None) -> dict[str, Any]:
@@ -599,7 +601,7 @@ class Store:
         self._groups = new
         self._work = copy.deepcopy(new)
         self._gen = gen
-        self._snaps = {}
+        self._drop_snaps()
         for meta in dropped:
             files = self._files_by_id.pop(meta.id, None)
             if files is not None:
@@ -659,7 +661,7 @@ class Store:
         self._dropped.clear()
         self._work = copy.deepcopy(self._groups)
         self._next_id = max([m.id + 1 for m in self._groups.values()] + [self._next_id])
-        self._snaps = {}
+        self._drop_snaps()
 
     # -- checking --------------------------------------------------------------------------
 
@@ -699,7 +701,7 @@ class Store:
         for files in self._files_by_id.values():
             files.close()
         self._files_by_id.clear()
-        self._snaps = {}
+        self._drop_snaps()
         self._pendings.clear()
         if self._head_fd is not None:
             os.close(self._head_fd)
