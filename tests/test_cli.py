@@ -96,3 +96,23 @@ def test_python_dash_m(tmp_path) -> None:
     assert "a feature store of 2,000 users, 128-d embeddings" in res.stdout
     assert "100% of neighbours" in res.stdout
     assert res.stderr == ""
+
+
+def test_info_describes_and_verifies_a_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "s"
+    with mmfs.open(path) as store:
+        g = store.create_group("items", key="sku", key_type="str", schema={"v": mmfs.dense(3)})
+        g.write(["a", "b"], {"v": [[1, 2, 3], [4, 5, 6]]})
+        store.commit()
+    assert main(["info", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "generation 1" in out
+    assert "group 'items': key 'sku' (str), 2 keys, 2 rows of 32 bytes" in out
+    assert "v: dense (dim=3, dtype=float32)" in out
+    assert "verified: every file and every key of 2 keys" in out
+    assert main(["info", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mmfs info: error: ")
+    assert "is not an mmfs store" in err

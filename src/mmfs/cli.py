@@ -2,7 +2,8 @@
 
 mmfs demo [--rows N] [--dim D] [--queries Q] [--k K] [--path P]
                                                        the tour, on an embedded store
-mmfs info                                              build and thread configuration
+mmfs info [PATH [--verify]]                            build and thread configuration,
+                                                       or what a store holds
 mmfs --help
 """
 
@@ -151,7 +152,26 @@ def _demo(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     import mmfs
 
-    mmfs.show_config()
+    if args.path is None:
+        mmfs.show_config()
+        return 0
+    with mmfs.open(args.path, mode="r") as store:
+        desc = store.describe()
+        print(
+            f"store {desc['path']}: generation {desc['generation']}, "
+            f"{_disk_bytes(desc['path']) / 2**20:.1f} MiB on disk"
+        )
+        for name, g in desc["groups"].items():
+            print(
+                f"  group {name!r}: key {g['key']!r} ({g['key_type']}), {g['keys']:,} keys, "
+                f"{g['rows']:,} rows of {g['record_bytes']} bytes"
+            )
+            for fname, ftype in g["features"].items():
+                detail = ", ".join(f"{k}={v}" for k, v in ftype.items() if k != "type")
+                print(f"    {fname}: {ftype['type']}" + (f" ({detail})" if detail else ""))
+        if args.verify:
+            checked = store.verify()
+            print(f"  verified: every file and every key of {sum(checked.values()):,} keys")
     return 0
 
 
@@ -170,14 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--path", default=None, help="store directory (default: a temporary one, removed after)"
     )
     demo.set_defaults(func=_demo)
-    info = sub.add_parser("info", help="print versions, OpenMP and thread configuration")
+    info = sub.add_parser(
+        "info", help="print versions and thread configuration, or describe a store"
+    )
+    info.add_argument("path", nargs="?", default=None, help="a store to describe")
+    info.add_argument("--verify", action="store_true", help="check every file of the store")
     info.set_defaults(func=_info)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mmfs.errors import MmfsError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except MmfsError as exc:  # our errors say what to do: show the message, not a traceback
+        print(f"mmfs {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
