@@ -578,3 +578,25 @@ def test_budget_evicts_decoded_categories_first(
         assert g.get(9)["city"].tolist() == [names[9]]  # decoded again on demand
         store.close()
         assert budget.in_use == 0
+
+
+def test_superseded_index_files_are_removed(tmp_path: Path) -> None:
+    """Each commit that adds keys writes a new key index; the ones before the previous
+    are deleted, and a reader holding an old generation keeps reading what it mapped."""
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", schema={"c": mmfs.category(), "v": mmfs.scalar("int64")})
+        g.write([0], {"c": ["zero"], "v": [0]})
+        store.commit()
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        old = reader["g"].get([0, 1])
+        gdir = tmp_path / "s" / "groups" / "g0"
+        for i in range(1, 8):
+            g.write([i], {"c": [f"c{i}"], "v": [i]})
+            store.commit()
+            names = [p.name for p in gdir.iterdir()]
+            assert sum(n.startswith("kidx-") for n in names) <= 4  # two generations x 2 arrays
+            assert sum(n.startswith("cat-") for n in names) <= 8
+        assert old["c"].tolist() == ["zero", None]  # decoded from the mapping it holds
+        assert reader["g"].get([0, 7])["c"].tolist() == ["zero", "c7"]
+        assert store.verify() == {"g": 8}
+        reader.close()

@@ -255,7 +255,18 @@ class _Snapshot:
         self.default_plan = self.plan(None)
         self._categories: dict[str, np.ndarray] = {}
         self._quant: dict[str, np.ndarray] = {}
-        self._sparse_addrs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # Map every file of the generation now: a writer may delete superseded files
+        # (mmfs.store), and a mapping keeps what it maps.
+        self._cat_index = {
+            name: _load_key_index(files, f"cat-{name}", gen_, "str")
+            for name, gen_ in meta.categories.items()
+        }
+        for name in meta.quant:
+            self.quant(name)
+        self._sparse_addrs = {
+            name: (ia.addresses(meta.sparse_elems[name]), va.addresses(meta.sparse_elems[name]))
+            for name, (ia, va) in files.sparse.items()
+        }
 
     def plan(self, features: Any) -> _Plan:
         """The read plan of a feature selection (None: all features)."""
@@ -334,7 +345,7 @@ class _Snapshot:
         and cached; the cache is charged to the store's memory budget, which may evict it."""
         table = self._categories.get(name)
         if table is None:
-            index = _load_key_index(self.files, f"cat-{name}", self.meta.categories[name], "str")
+            index = self._cat_index[name]
             n = len(index)
             nbytes = 8 * (n + 1) + 2 * index.arrays()["key_bytes"].nbytes + _STR_OVERHEAD * n
             if self.budget is not None:
@@ -385,12 +396,9 @@ class _Snapshot:
         np.cumsum(counts, out=indptr[1:])
         indices = np.empty(int(indptr[-1]), dtype=np.int32)
         data = np.empty(int(indptr[-1]), dtype=np.float32)
-        addrs = self._sparse_addrs.get(name)
+        addrs = self._sparse_addrs[name]
         n_elems = self.meta.sparse_elems[name]
-        ia, va = self.files.sparse[name]
-        if addrs is None:
-            addrs = (ia.addresses(n_elems), va.addresses(n_elems))
-            self._sparse_addrs[name] = addrs
+        ia = self.files.sparse[name][0]
         bad = _store.gather_sparse(
             starts, counts, addrs[0], addrs[1], ia.seg_bits, n_elems, ftype.dim, indptr,
             indices, data,

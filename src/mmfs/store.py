@@ -79,6 +79,7 @@ HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 _GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
+_INDEX_FILE_RE: Final = re.compile(r"(?:kidx|cat-(\w+?))-(\d{12})-\w+\.mmfs")
 _MAX_RETRIES: Final = 8
 
 
@@ -598,6 +599,7 @@ class Store:
             pending.quant.clear()
             pending.written = False
         dropped, self._dropped = self._dropped, []
+        old_groups = self._groups
         self._groups = new
         self._work = copy.deepcopy(new)
         self._gen = gen
@@ -607,7 +609,29 @@ class Store:
             if files is not None:
                 files.close()
             shutil.rmtree(os.path.join(self.path, "groups", f"g{meta.id}"), ignore_errors=True)
+        for name, meta in new.items():
+            if self._pendings.get(name) is not None and name in old_groups:
+                self._remove_superseded(meta, old_groups[name])
         return gen
+
+    def _remove_superseded(self, meta: GroupMeta, previous: GroupMeta) -> None:
+        """Delete key index and category files that neither this commit nor the one before
+        it names.  Keys and codes never change, so the newest index serves every version;
+        the previous one is kept for a reader that is loading it right now (a reader that
+        finds a file gone reloads the newest manifest)."""
+        keep = {meta.keys_gen, previous.keys_gen}
+        keep_cat = {n: {g, previous.categories.get(n)} for n, g in meta.categories.items()}
+        files = self._files(meta.name)
+        for f in os.listdir(files.directory):
+            m = _INDEX_FILE_RE.fullmatch(f)
+            if m is None:
+                continue
+            gen = int(m.group(2))
+            feature = m.group(1)
+            stale = gen not in keep if feature is None else gen not in keep_cat.get(feature, ())
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(files.path(f))
 
     def _commit_group(self, name: str, meta: GroupMeta, pending: _Pending, gen: int) -> None:
         files = self._files(name)
