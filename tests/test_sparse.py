@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist as _scipy_cdist
 
 import mmfs
+from mmfs.csr import SPARSE_METRICS, row_products
 from mmfs.errors import DimensionError, MetricError, ParameterError
-from mmfs.sparse import SPARSE_METRICS, row_products
 
 METRICS = list(SPARSE_METRICS)
 PAIRINGS = ["csr-csr", "csr-dense", "dense-csr"]

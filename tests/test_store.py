@@ -600,3 +600,14 @@ def test_superseded_index_files_are_removed(tmp_path: Path) -> None:
         assert reader["g"].get([0, 7])["c"].tolist() == ["zero", "c7"]
         assert store.verify() == {"g": 8}
         reader.close()
+
+
+def test_schema_factories_are_not_shadowed_by_submodules() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(mmfs.__path__, "mmfs."):
+        importlib.import_module(info.name)
+    for name in ("scalar", "category", "dense", "sparse", "open"):
+        assert callable(getattr(mmfs, name)), name
+    assert isinstance(mmfs.sparse(3), mmfs.schema.Sparse)

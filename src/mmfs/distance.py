@@ -206,7 +206,7 @@ def cdist(
     """
     m = resolve_metric(metric, kwargs)
     if is_sparse(XA) or is_sparse(XB):
-        from mmfs.sparse import sparse_cdist
+        from mmfs.csr import sparse_cdist
 
         return sparse_cdist(XA, XB, m, out=out, dtype=dtype, n_threads=n_threads)
     A0 = as_array(XA, "XA")

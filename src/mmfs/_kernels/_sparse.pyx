@@ -9,7 +9,7 @@ A CSR matrix of n rows and K features arrives as three C-contiguous arrays:
     indices[p]  its column, 0 <= indices[p] < K (index_t: int32 or int64)
     indptr[r]   row r is entries indptr[r] .. indptr[r+1]-1 (index_t, length n+1)
 
-mmfs.sparse hands the kernels CSR in canonical form only: within a row the indices are
+mmfs.csr hands the kernels CSR in canonical form only: within a row the indices are
 strictly increasing (sorted, no duplicates), bounds and indptr already checked, data
 already in the compute dtype.  A dense operand is a C-contiguous (rows, K) real_t array.
 Both operands of one call share one index_t (int32 data stays int32, int64 stays int64).
