@@ -26,6 +26,7 @@ from mmfs.errors import (
     ReadOnlyError,
     StoreClosedError,
 )
+from mmfs.schema import Sparse
 
 SCHEMA = {
     "f32": mmfs.scalar("float32"),
@@ -610,4 +611,4 @@ def test_schema_factories_are_not_shadowed_by_submodules() -> None:
         importlib.import_module(info.name)
     for name in ("scalar", "category", "dense", "sparse", "open"):
         assert callable(getattr(mmfs, name)), name
-    assert isinstance(mmfs.sparse(3), mmfs.schema.Sparse)
+    assert isinstance(mmfs.sparse(3), Sparse)
