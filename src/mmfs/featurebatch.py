@@ -198,4 +198,4 @@ class FeatureBatch:
             raise ParameterError(f"{name!r} is not a category feature of this batch")
         codes = np.array(self._records()[name], dtype=np.int32)
         codes[~self._found] = -1
-        return codes
+        return self._snap.check_codes(name, codes)

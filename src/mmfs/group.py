@@ -244,10 +244,15 @@ class _Snapshot:
                 f"{directory.dtype}, expected ({n_dir},) int64"
             )
         self.index = index
+        page_addrs, page_maps = files.pages.addresses(meta.n_pages)
+        row_addrs, row_maps = files.rows.addresses(meta.n_rows)
+        # The kernel reads through raw addresses: this snapshot keeps what they point at
+        # mapped for as long as it lives (a FeatureBatch holds its snapshot).
+        self._mapped: list[np.ndarray] = [*page_maps, *row_maps]
         self.table = _store.RowTable(
             index.arrays(), self.str_keys, len(index), meta.n_slots, directory,
-            files.pages.addresses(meta.n_pages), meta.n_pages, PAGE_BITS, files.pages.seg_bits,
-            files.rows.addresses(meta.n_rows), meta.n_rows, files.rows.seg_bits,
+            page_addrs, meta.n_pages, PAGE_BITS, files.pages.seg_bits,
+            row_addrs, meta.n_rows, files.rows.seg_bits,
             files.record_bytes, head, gen,
         )  # fmt: skip
         self.directory = directory
@@ -263,10 +268,12 @@ class _Snapshot:
         }
         for name in meta.quant:
             self.quant(name)
-        self._sparse_addrs = {
-            name: (ia.addresses(meta.sparse_elems[name]), va.addresses(meta.sparse_elems[name]))
-            for name, (ia, va) in files.sparse.items()
-        }
+        self._sparse_addrs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, (ia, va) in files.sparse.items():
+            idx_addrs, idx_maps = ia.addresses(meta.sparse_elems[name])
+            val_addrs, val_maps = va.addresses(meta.sparse_elems[name])
+            self._sparse_addrs[name] = (idx_addrs, val_addrs)
+            self._mapped += idx_maps + val_maps
 
     def plan(self, features: Any) -> _Plan:
         """The read plan of a feature selection (None: all features)."""
@@ -319,8 +326,9 @@ class _Snapshot:
         ftype = self.features[name]
         missing = not found.all()
         if isinstance(ftype, Category):
-            codes = np.where(found, field, -1)
-            return self.category_table(name)[codes]  # code -1 picks the trailing None
+            table = self.category_table(name)
+            codes = self.check_codes(name, np.where(found, field, -1), table.shape[0] - 1)
+            return table[codes]  # code -1 picks the trailing None
         if isinstance(ftype, Sparse):
             return self.decode_sparse(name, ftype, field, found)
         if isinstance(ftype, Scalar):
@@ -358,6 +366,17 @@ class _Snapshot:
             table[-1] = None
             self._categories[name] = table
         return table
+
+    def check_codes(self, name: str, codes: np.ndarray, n: int | None = None) -> np.ndarray:
+        """codes, checked against the dictionary size (-1: no value)."""
+        if n is None:
+            n = len(self._cat_index[name])
+        if codes.size and (codes.min() < -1 or codes.max() >= n):
+            raise CorruptStoreError(
+                f"group {self.meta.name!r}: category codes of {name!r} outside its "
+                f"dictionary of {n} values"
+            )
+        return codes
 
     def drop_caches(self) -> int:
         """Forget decoded category tables; returns the bytes released from the budget."""
@@ -558,6 +577,8 @@ class FeatureGroup:
         the store has committed since the last read (one load from a mapped counter) and
         then reads the newest generation.
         """
+        if missing != "nan" and missing != "raise":
+            raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
         snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         kind = type(keys)
         if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
@@ -610,8 +631,6 @@ class FeatureGroup:
         )
 
     def _check_missing(self, snap: _Snapshot, keys: Any, found: np.ndarray, missing: str) -> None:
-        if missing != "raise":
-            raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
         if not found.all():
             absent = np.flatnonzero(~found)[:5]
             ks = (
@@ -653,6 +672,8 @@ class FeatureGroup:
         store._check_writable()
         meta = self._meta()
         str_keys = meta.key_type == "str"
+        if not isinstance(keys, int | str | list | tuple | np.ndarray | np.generic):
+            keys = _materialise(keys)  # an iterator is read once, and keys are used twice
         if str_keys:
             _qb, qo = _as_str_keys(keys)
             n = qo.shape[0] - 1
@@ -676,8 +697,9 @@ class FeatureGroup:
         pending = store._pending(self.name)
         files = store._files(self.name)
         with store._charge(n * files.record_bytes * 3 + n * 64, f"{self.name}.write() of {n} rows"):
+            fitted: dict[str, np.ndarray] = {}  # int8 parameters fitted by this write
             encoded = {
-                name: self._encode(name, ftype, values[name], n, pending)
+                name: self._encode(name, ftype, values[name], n, pending, fitted)
                 for name, ftype in meta.features.items()
             }
             if n == 0:
@@ -707,6 +729,7 @@ class FeatureGroup:
                 if fresh is not None:
                     pending.categories[name].insert(fresh)
                     pending.categories_changed.add(name)
+            pending.quant.update(fitted)
             pending.grow(max(pending.n_slots, int(slots.max()) + 1))
             self._update_latest(pending, slots, times, first_row)
             pending.written = True
@@ -728,7 +751,15 @@ class FeatureGroup:
         pending.latest_t[ws] = wt
         pending.dirty.update(np.unique(ws >> PAGE_BITS).tolist())
 
-    def _encode(self, name: str, ftype: FeatureType, value: Any, n: int, pending: _Pending) -> Any:
+    def _encode(
+        self,
+        name: str,
+        ftype: FeatureType,
+        value: Any,
+        n: int,
+        pending: _Pending,
+        fitted: dict[str, np.ndarray],
+    ) -> Any:
         where = f"feature {name!r} of group {self.name!r}"
         if isinstance(ftype, Sparse):
             return _as_csr(value, n, ftype.dim, where)
@@ -757,14 +788,22 @@ class FeatureGroup:
         if arr.dtype.kind not in "fiu":
             raise ParameterError(f"{where}: expected numbers, got dtype {arr.dtype}")
         if ftype.dtype == "int8":
-            return self._quantize(name, ftype, arr.astype(np.float64), pending, where)
+            return self._quantize(name, ftype, arr.astype(np.float64), pending, fitted, where)
         return arr.astype(np.float32 if ftype.dtype == "float32" else np.float16)
 
     def _quantize(
-        self, name: str, ftype: Dense, x: np.ndarray, pending: _Pending, where: str
+        self,
+        name: str,
+        ftype: Dense,
+        x: np.ndarray,
+        pending: _Pending,
+        fitted: dict[str, np.ndarray],
+        where: str,
     ) -> np.ndarray:
         if not np.isfinite(x).all():
             raise ParameterError(f"{where}: int8-quantised values must be finite (no NaN/inf)")
+        if x.shape[0] == 0:
+            return np.zeros(x.shape, dtype=np.int8)
         q = pending.quant.get(name)
         if q is None and self._meta().quant.get(name) is not None:
             q = self._store._snapshot(self.name).quant(name)
@@ -775,7 +814,7 @@ class FeatureGroup:
                 lo, hi = x.min(axis=0), x.max(axis=0)
             scale = (hi - lo) / 255.0
             q = np.stack([scale, lo + 128.0 * scale]).astype(np.float32)
-            pending.quant[name] = q
+            fitted[name] = q  # the group's parameters once the write succeeds
         scale, offset = q[0].astype(np.float64), q[1].astype(np.float64)
         safe = np.where(scale > 0, scale, 1.0)
         codes = np.rint((x - offset) / safe)
@@ -887,6 +926,8 @@ def _as_csr(value: Any, n: int, dim: int, where: str) -> sp.csr_matrix:
         arr = _as_array(value, where)
         if arr.ndim != 2:
             raise DimensionError(f"{where}: expected a ({n}, {dim}) matrix, got shape {arr.shape}")
+        if arr.dtype.kind not in "fiub":
+            raise ParameterError(f"{where}: expected numbers, got dtype {arr.dtype}")
         m = sp.csr_matrix(arr)
     if m.shape != (n, dim):
         raise DimensionError(f"{where}: expected shape ({n}, {dim}), got {m.shape}")
@@ -895,6 +936,13 @@ def _as_csr(value: Any, n: int, dim: int, where: str) -> sp.csr_matrix:
     m = sp.csr_matrix(m, dtype=np.float32, copy=True)
     m.sum_duplicates()  # canonical: sorted indices, no duplicates
     return m
+
+
+def _materialise(keys: Any) -> Any:
+    try:
+        return list(keys)
+    except TypeError:
+        return keys  # not iterable: the key checks say what is wrong with it
 
 
 def _reopen_group(path: str, name: str) -> FeatureGroup:

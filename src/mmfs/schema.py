@@ -180,7 +180,10 @@ def _check_dim(dim: object) -> int:
 
 def scalar(dtype: str = "float32") -> Scalar:
     """A scalar feature: ``"float32"`` (default), ``"float64"``, ``"int64"`` or ``"bool"``."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    try:
+        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    except TypeError:
+        name = None
     if name not in _SCALARS:
         raise ParameterError(f"scalar dtype must be one of {sorted(_SCALARS)}, got {dtype!r}")
     return Scalar(name)  # type: ignore[arg-type]

@@ -223,6 +223,8 @@ class Store:
         self._pendings: dict[str, _Pending] = {}
         self._dropped: list[GroupMeta] = []
         if mode == "a":
+            if os.path.exists(self.path) and not os.path.isdir(self.path):
+                raise FormatError(f"{self.path} is not an mmfs store (it is not a directory)")
             os.makedirs(self.path, exist_ok=True)
             self._lock = WriterLock(self.path, timeout=lock_timeout).acquire()
             try:
@@ -233,8 +235,9 @@ class Store:
         else:
             if not os.path.isdir(self.path):
                 raise FormatError(f"{self.path} is not an mmfs store (no such directory)")
+            latest = self._find_latest()
             self._head = self._map_head()
-            self._load(self._find_latest())
+            self._load(latest)
         if self._budget is not None:
             self._budget.register_cache(f"mmfs store {self.path} {id(self)}", self._evict)
         self._closed = False
@@ -248,7 +251,13 @@ class Store:
         return gen
 
     def _map_head(self) -> np.ndarray:
-        head = open_array(os.path.join(self.path, HEAD_NAME), "HEAD")
+        path = os.path.join(self.path, HEAD_NAME)
+        try:
+            head = open_array(path, "HEAD")
+        except FileNotFoundError:
+            raise CorruptStoreError(
+                f"{path} is missing; opening the store for writing (mode='a') recreates it"
+            ) from None
         if head.dtype != np.uint64 or head.shape != (4,):
             raise CorruptStoreError(f"{self.path}/{HEAD_NAME}: expected uint64 (4,)")
         return head
@@ -267,14 +276,14 @@ class Store:
             doc = self._manifest_doc(0, "create store", [], {}, segment_bytes, 0)
             write_json_file(_manifest_path(self.path, 0), doc, "MNFT", durable=self._durable)
             gen = 0
+        self._load(gen)  # before touching anything: a foreign directory is refused here
         head_path = os.path.join(self.path, HEAD_NAME)
         try:
             self._head = self._map_head()
-        except (OSError, FormatError):
+        except (OSError, FormatError):  # missing or damaged: it is only an announcement
             create_array_file(head_path, (4,), np.uint64, "HEAD", durable=self._durable)
             self._head = self._map_head()
         self._head_fd = os.open(head_path, os.O_WRONLY | os.O_CLOEXEC)
-        self._load(gen)
         self._recover()
 
     def _recover(self) -> None:
@@ -374,7 +383,7 @@ class Store:
         return self._gen
 
     def _refresh_if_stale(self) -> None:
-        if self.mode == "r" and int(self._head[0]) != self._gen:
+        if self.mode == "r" and int(self._head[0]) > self._gen:
             self.refresh()
 
     def refresh(self) -> int:
@@ -383,6 +392,13 @@ class Store:
         if self.mode == "a":
             return self._gen
         self._load(self._find_latest())
+        announced = int(self._head[0])
+        if announced > self._gen:
+            raise CorruptStoreError(
+                f"{self.path}/{HEAD_NAME} announces generation {announced}, but the newest "
+                f"manifest is generation {self._gen}; opening the store for writing "
+                "(mode='a') repairs it"
+            )
         return self._gen
 
     def _group_meta(self, name: str) -> GroupMeta:
@@ -430,11 +446,16 @@ class Store:
             try:
                 snap = _Snapshot(meta, self._files(name), self._head, self._gen, self._budget)
                 break
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 # A writer replaced the files of this generation after we read its
-                # manifest: read the newer one.
-                if self.mode == "a" or attempt == _MAX_RETRIES - 1:
-                    raise
+                # manifest: read the newer one.  A file the newest manifest names and
+                # that does not exist is damage.
+                newer = self.mode == "r" and _latest_generation(self.path) != self._gen
+                if not newer or attempt == _MAX_RETRIES - 1:
+                    raise CorruptStoreError(
+                        f"group {name!r} of generation {self._gen}: the file "
+                        f"{exc.filename} is missing; restore the store from a copy"
+                    ) from None
                 self.refresh()
         assert snap is not None
         self._snaps[name] = snap
@@ -577,9 +598,15 @@ class Store:
         self._check_writable()
         if not isinstance(message, str):
             raise ParameterError(f"message must be a str, got {message!r}")
-        tag_list = [] if tags is None else [tags] if isinstance(tags, str) else list(tags)
-        if not all(isinstance(t, str) and t for t in tag_list):
-            raise ParameterError(f"tags must be non-empty strings, got {tags!r}")
+        raw_tags: list[Any] = (
+            [] if tags is None
+            else [tags] if isinstance(tags, str)
+            else list(tags) if isinstance(tags, list | tuple | set | frozenset)
+            else [None]
+        )  # fmt: skip
+        tag_list = [t for t in raw_tags if isinstance(t, str) and t]
+        if len(tag_list) != len(raw_tags):
+            raise ParameterError(f"tags must be a str or a list of non-empty str, got {tags!r}")
         gen = self._gen + 1
         new: dict[str, GroupMeta] = {}
         for name, work in self._work.items():

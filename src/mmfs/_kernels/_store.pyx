@@ -30,9 +30,11 @@ a record whose slot field is not the slot that led to it, is corruption (-2), ne
 read outside an array.  The Python layer raises CorruptStoreError on it.
 
 Freshness.  `head` points at the store's generation counter (HEAD.mmfs, updated in place
-by the writer after each commit); the one-key reads return -3 when it no longer equals
+by the writer after each commit); the one-key reads return -3 when it is greater than
 the generation this table was built for, so the caller reloads and retries: the
-"cheap generation check" costs one load from a page that is always resident.
+"cheap generation check" costs one load from a page that is always resident.  (A HEAD
+behind the newest manifest is normal after a writer died between publishing a manifest
+and announcing it: the table then simply stays current.)
 """
 
 cimport numpy as cnp
@@ -167,7 +169,7 @@ cdef class RowTable:
 
     def stale(self):
         """True when the store has committed a newer generation than this table's."""
-        return self.head[0] != self.generation
+        return self.head[0] > self.generation
 
     cdef inline const uint8_t *record(self, int64_t row) noexcept nogil:
         cdef int64_t mask = (<int64_t>1 << self.rseg_bits) - 1
@@ -185,7 +187,7 @@ cdef class RowTable:
             return K_CORRUPT
         pid = self.directory[p]
         if pid < 0:
-            return -1
+            return -1 if pid == -1 else K_CORRUPT
         if pid >= self.n_pages:
             return K_CORRUPT
         pmask = (<int64_t>1 << self.pseg_bits) - 1
@@ -216,7 +218,7 @@ cdef class RowTable:
         """The row of one int64 key: >= 0, MISSING, K_CORRUPT or STALE."""
         cdef uint64_t pos
         cdef int64_t s
-        if self.head[0] != self.generation:
+        if self.head[0] > self.generation:
             return K_STALE
         if self.n_keys == 0:
             return K_MISSING
@@ -230,7 +232,7 @@ cdef class RowTable:
         cdef uint64_t pos
         cdef int64_t s, n = key.shape[0]
         cdef const uint8_t *p = &key[0] if n else <const uint8_t *>""
-        if self.head[0] != self.generation:
+        if self.head[0] > self.generation:
             return K_STALE
         if self.n_keys == 0:
             return K_MISSING

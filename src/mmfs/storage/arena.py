@@ -86,11 +86,12 @@ class Arena:
             self._maps[segment] = m
         return m
 
-    def addresses(self, n: int) -> np.ndarray:
-        """Base addresses of the segments that hold elements [0, n) (for the kernels;
-        the caller keeps this Arena, which keeps the mappings, alive)."""
-        k = self.segments_for(n)
-        return np.array([self.segment(s).ctypes.data for s in range(k)], dtype=np.intp)
+    def addresses(self, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Base addresses of the segments that hold elements [0, n), for the kernels, and
+        the mappings themselves: whoever passes the addresses on must keep the mappings
+        alive as long as they may be used (closing the arena forgets its own)."""
+        maps = [self.segment(s) for s in range(self.segments_for(n))]
+        return np.array([m.ctypes.data for m in maps], dtype=np.intp), maps
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """A copy of elements [start, stop) (below the committed count)."""
