@@ -391,8 +391,10 @@ class Store:
         self._check_open()
         if self.mode == "a":
             return self._gen
-        self._load(self._find_latest())
+        # HEAD first: it is written after its manifest, so a HEAD ahead of the newest
+        # manifest listed after reading it is damage, not a commit landing in between.
         announced = int(self._head[0])
+        self._load(self._find_latest())
         if announced > self._gen:
             raise CorruptStoreError(
                 f"{self.path}/{HEAD_NAME} announces generation {announced}, but the newest "
