@@ -612,3 +612,43 @@ def test_schema_factories_are_not_shadowed_by_submodules() -> None:
     for name in ("scalar", "category", "dense", "sparse", "open"):
         assert callable(getattr(mmfs, name)), name
     assert isinstance(mmfs.sparse(3), Sparse)
+
+
+def test_drop_and_create_again_before_commit(tmp_path: Path) -> None:
+    schema = {"x": mmfs.scalar("float64")}
+    with mmfs.open(tmp_path / "s") as store:
+        store.create_group("a", schema=schema).write([1], {"x": [1.0]})
+        store.commit()
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        store.drop_group("a")
+        g = store.create_group("a", schema={"y": mmfs.dense(2)})
+        assert len(g) == 0
+        assert g.get([1]).mask.tolist() == [True]  # the new group, empty until committed
+        assert store.describe("a")["keys"] == 0
+        g.write([2], {"y": [[1.0, 2.0]]})
+        assert reader["a"].get(1)["x"].tolist() == [1.0]  # readers keep the old one
+        store.commit()
+        assert reader["a"].features == ["y"]
+        assert reader["a"].get([1, 2]).mask.tolist() == [True, False]
+        assert np.asarray(g.keys()).tolist() == [2]
+        reader.close()
+
+
+def test_empty_get(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", schema=SCHEMA)
+        g.write([1], make_values(np.random.default_rng(0), 1))
+        store.commit()
+        b = g.get([])
+        assert len(b) == 0
+        for name in SCHEMA:
+            assert len(b[name]) == 0 if name != "tags" else b[name].shape == (0, 300)
+        assert b.to_numpy().shape == (0, 1 + 1 + 1 + 1 + 1 + 12 + 5 + 7 + 11)
+
+
+def test_to_numpy_of_large_float64_is_inf_without_warning(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", schema={"x": mmfs.scalar("float64")})
+        g.write([1, 2], {"x": [1e300, -1e300]})
+        store.commit()
+        assert g.get([1, 2]).to_numpy()[:, 0].tolist() == [np.inf, -np.inf]

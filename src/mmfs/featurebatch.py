@@ -126,10 +126,13 @@ class FeatureBatch:
         view = plan.views.get(name)
         if view is not None:  # stored as it reads: a strided view of the block
             dtype, offset, shape, strides = view
-            value = np.ndarray(
-                (self._found.shape[0], *shape), dtype, self._block, offset,
-                (plan.row_bytes, *strides),
-            )  # fmt: skip
+            n = self._found.shape[0]
+            if n == 0:  # no block to view into
+                value = np.zeros((0, *shape), dtype)
+            else:
+                value = np.ndarray(
+                    (n, *shape), dtype, self._block, offset, (plan.row_bytes, *strides)
+                )
             if not self._all and dtype.kind == "f":
                 value[~self._found] = np.nan
         elif name in plan.views or name in plan.names:
@@ -184,7 +187,8 @@ class FeatureBatch:
         for f in names:
             w = types[f].width
             value = self.codes(f) if isinstance(types[f], Category) else self[f]
-            out[:, col : col + w] = value.reshape(n, w)
+            with np.errstate(over="ignore"):  # float64 beyond float32's range: inf, as cast
+                out[:, col : col + w] = value.reshape(n, w)
             col += w
         out[~self._found] = np.nan
         return out

@@ -416,6 +416,16 @@ class Store:
             )
         return meta
 
+    def _committed(self, name: str) -> GroupMeta | None:
+        """The committed group ``name`` is, or None.  For a writer, a group dropped or
+        dropped and created again since the commit is not the committed one."""
+        meta = self._groups.get(name)
+        if meta is not None and self.mode == "a":
+            work = self._work.get(name)
+            if work is None or work.id != meta.id:
+                return None
+        return meta
+
     def _files(self, name: str) -> GroupFiles:
         meta = self._work[name] if self.mode == "a" else self._groups[name]
         files = self._files_by_id.get(meta.id)
@@ -436,7 +446,7 @@ class Store:
             return snap
         snap = None
         for attempt in range(_MAX_RETRIES):
-            meta = self._groups.get(name)
+            meta = self._committed(name)
             if meta is None:
                 if self.mode == "a" and name in self._work:  # created, not yet committed
                     meta = self._work[name]
@@ -467,7 +477,7 @@ class Store:
         pending = self._pendings.get(name)
         if pending is None:
             meta = self._work[name]
-            snap = self._snapshot(name) if name in self._groups else None
+            snap = self._snapshot(name) if self._committed(name) is not None else None
             if meta.n_slots:
                 self._charge_now(16 * meta.n_slots, f"the page table of {name}")
             pending = _Pending(meta, snap)
@@ -577,7 +587,7 @@ class Store:
                 "groups": {g: self.describe(g) for g in self.groups()},
             }
         meta = self._group_meta(name)
-        committed = self._groups.get(name)
+        committed = self._committed(name)
         return {
             "name": name,
             "key": meta.key,
@@ -639,8 +649,9 @@ class Store:
                 files.close()
             shutil.rmtree(os.path.join(self.path, "groups", f"g{meta.id}"), ignore_errors=True)
         for name, meta in new.items():
-            if self._pendings.get(name) is not None and name in old_groups:
-                self._remove_superseded(meta, old_groups[name])
+            previous = old_groups.get(name)
+            if self._pendings.get(name) is not None and previous and previous.id == meta.id:
+                self._remove_superseded(meta, previous)
         return gen
 
     def _remove_superseded(self, meta: GroupMeta, previous: GroupMeta) -> None:
@@ -673,7 +684,7 @@ class Store:
         size = 1 << PAGE_BITS
         n_dir = (pending.n_slots + size - 1) >> PAGE_BITS
         directory = np.full(n_dir, -1, dtype=np.int64)
-        if meta.dir_gen is not None and name in self._groups:
+        if meta.dir_gen is not None and self._committed(name) is not None:
             old = self._snapshot(name).directory
             directory[: old.shape[0]] = old
         dirty = np.array(sorted(pending.dirty), dtype=np.int64)
