@@ -663,3 +663,14 @@ def test_fixture_tool_writes_the_committed_bytes(tmp_path: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert tool.main(["--out", str(tmp_path)]) == 0  # released fixtures are kept
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_verify_limit(tmp_path: Path) -> None:
+    x = np.arange(64, dtype=np.int64)
+    ff.write_array_file(tmp_path / "a", x, "TEST")
+    raw = bytearray((tmp_path / "a").read_bytes())
+    raw[ff.HEADER_SIZE] ^= 1
+    (tmp_path / "a").write_bytes(bytes(raw))
+    assert ff.open_array(tmp_path / "a", "TEST", verify_limit=x.nbytes - 1)[0] == 1  # unread
+    with pytest.raises(CorruptStoreError, match="payload checksum"):
+        ff.open_array(tmp_path / "a", "TEST", verify_limit=x.nbytes)

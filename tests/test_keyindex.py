@@ -698,3 +698,19 @@ def test_at_most_2_to_31_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ParameterError, match="at most 16 keys"):
         ix.insert([99])
     assert len(ix) == 16
+
+
+def test_from_arrays_with_a_known_count() -> None:
+    ix = KeyIndex()
+    ix.insert(np.arange(100) * 3)
+    arrays = ix.arrays()
+    same = KeyIndex.from_arrays(arrays, "int64", validate=False, n_keys=100)
+    assert len(same) == 100
+    assert same.lookup([3, 4]).tolist() == [1, -1]
+    with pytest.raises(CorruptStoreError):  # the full check counts for itself
+        KeyIndex.from_arrays(arrays, "int64", validate=True, n_keys=99)
+    with pytest.raises(ParameterError, match="n_keys"):
+        KeyIndex.from_arrays(arrays, "int64", n_keys=-1)
+    low = KeyIndex.from_arrays(arrays, "int64", validate=False, n_keys=10)
+    with pytest.raises(CorruptStoreError):  # a slot at or above the count is corruption
+        low.lookup([30])

@@ -113,7 +113,7 @@ class FeatureBatch:
     def _records(self) -> np.ndarray:
         rec = self._rec
         if rec is None:
-            rec = self._rec = self._block.view(self._plan.dtype)
+            rec = self._rec = self._block.view(np.uint8).reshape(-1).view(self._plan.dtype)
         return rec
 
     def __getitem__(self, name: str) -> Any:
@@ -161,7 +161,7 @@ class FeatureBatch:
         """
         n = self._found.shape[0]
         if features is None and self._plan.all_f32 and (dtype is np.float32 or dtype == _F32):
-            out = np.ndarray((n, self._plan.row_bytes // 4), _F32, self._block)
+            out = self._block  # already the (n, d) float32 matrix
             if not self._all:
                 out[~self._found] = np.nan
             return out

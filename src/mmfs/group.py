@@ -58,6 +58,7 @@ __all__ = ["FeatureGroup"]
 
 PAGE_BITS: Final = 6  # 64 slots (512 bytes) per page-table page
 _STR_OVERHEAD: Final = 49  # bytes of a Python str object beyond its characters
+_INDEX_VERIFY_LIMIT: Final = 1 << 20  # key index files checksummed on load up to 1 MiB
 _I64 = np.dtype(np.int64)
 _SCALAR_DTYPES: Final = {
     "float32": np.dtype(np.float32),
@@ -155,16 +156,29 @@ class GroupFiles:
             a.close()
 
 
-def _load_key_index(files: GroupFiles, prefix: str, gen: int | None, key_type: str) -> KeyIndex:
+def _load_key_index(
+    files: GroupFiles, prefix: str, gen: int | None, key_type: str, n_keys: int | None = None
+) -> KeyIndex:
+    """Map a key index.  Payload checksums are checked here for files up to
+    _INDEX_VERIFY_LIMIT bytes and left to Store.verify() above that: checking them would
+    read every page of a large index on each reload (the probes never trust the contents:
+    a damaged table reads as CorruptStoreError, never as a crash)."""
     if gen is None:
         return KeyIndex(key_type)  # type: ignore[arg-type]
     names = (
         ("hashes", "slots", "key_bytes", "key_offsets") if key_type == "str" else ("keys", "slots")
     )
     arrays = {
-        n: open_array(files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs"), "KIDX") for n in names
+        n: open_array(
+            files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs"),
+            "KIDX",
+            verify_limit=_INDEX_VERIFY_LIMIT,
+        )  # fmt: skip
+        for n in names
     }
-    return KeyIndex.from_arrays(arrays, key_type, validate=False)  # type: ignore[arg-type]
+    if key_type == "str":
+        n_keys = None  # a str index knows its count from key_offsets
+    return KeyIndex.from_arrays(arrays, key_type, validate=False, n_keys=n_keys)  # type: ignore[arg-type]
 
 
 def _save_key_index(
@@ -227,7 +241,7 @@ class _Snapshot:
         self.sizes = {n: t.stored_bytes for n, t in meta.features.items()}
         self.sizes["event_time"] = 8
         self.offsets = files.offsets
-        index = _load_key_index(files, "kidx", meta.keys_gen, meta.key_type)
+        index = _load_key_index(files, "kidx", meta.keys_gen, meta.key_type, meta.n_slots)
         if len(index) != meta.n_slots:
             raise CorruptStoreError(
                 f"group {meta.name!r}: key index holds {len(index)} keys, the manifest "
@@ -294,7 +308,11 @@ class _Snapshot:
                 )
             fo = np.array([self.offsets[n] for n in names], dtype=_I64)
             fs = np.array([self.sizes[n] for n in names], dtype=_I64)
-            fields = _store.FieldPlan(fo, fs)
+            all_f32 = all(
+                isinstance(t, Scalar | Dense) and t.dtype == "float32"
+                for t in (self.features[n] for n in names)
+            )
+            fields = _store.FieldPlan(fo, fs, all_f32)
             dtype = np.dtype(
                 {
                     "names": list(names),
@@ -303,10 +321,6 @@ class _Snapshot:
                     "itemsize": max(1, fields.row_bytes),
                 }
             )
-            all_f32 = all(
-                isinstance(t, Scalar | Dense) and t.dtype == "float32"
-                for t in (self.features[n] for n in names)
-            )
             views = {}
             fields_of: Any = dtype.fields
             for n in names:
@@ -314,7 +328,7 @@ class _Snapshot:
                 sub, offset = fields_of[n][0], fields_of[n][1]
                 if isinstance(t, Scalar) or (isinstance(t, Dense) and t.dtype.startswith("float")):
                     views[n] = (sub.base, offset, sub.shape, (sub.base.itemsize,) * len(sub.shape))
-            plan = _Plan(names, fields, fields.row_bytes, dtype, all_f32, views)
+            plan = _Plan(names, fields, fields.row_bytes, dtype, fields.float_rows, views)
             if len(self._plans) < 64:
                 self._plans[key] = plan
         return plan
@@ -596,8 +610,13 @@ class FeatureGroup:
         nbytes = n * plan.row_bytes
         if nbytes > 1 << 20:
             self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
-        block = np.empty(nbytes, dtype=np.uint8)
-        snap.table.gather_plan(rows, plan.fields, block, _threads(n, n_threads))
+        if plan.all_f32:  # the block is the (n, d) float32 feature matrix
+            block = np.empty((n, plan.row_bytes // 4), dtype=np.float32)
+        else:
+            block = np.empty(nbytes, dtype=np.uint8)
+        snap.table.gather_plan(
+            rows, plan.fields, block.view(np.uint8).reshape(-1), _threads(n, n_threads)
+        )
         return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
 
     def _get_one(self, snap: _Snapshot, key: Any, features: Any, missing: str) -> FeatureBatch:
@@ -611,8 +630,10 @@ class FeatureGroup:
             row, block = snap.table.get_one_str(kb, plan.fields)
         elif -(2**63) <= key < 2**63:
             row, block = snap.table.get_one_int(key, plan.fields)
-        else:
+        else:  # outside int64: absent
             row, block = -1, np.zeros(plan.row_bytes, dtype=np.uint8)
+            if plan.all_f32:
+                block = block.view(np.float32).reshape(1, -1)
         if block is None:
             if row == _store.STALE:
                 snap = self._store._snapshot(self.name, refresh=True)

@@ -737,12 +737,27 @@ class Store:
         for name in list(self._groups):
             snap = self._snapshot(name)
             meta = snap.meta
+            files = snap.files
+            named = [f"dir-{gen_name(meta.dir_gen)}.mmfs"] if meta.dir_gen is not None else []
             if meta.keys_gen is not None:
-                KeyIndex.from_arrays(snap.index.arrays(), meta.key_type, validate=True)  # type: ignore[arg-type]
-            if meta.dir_gen is not None:
-                open_array(
-                    snap.files.path(f"dir-{gen_name(meta.dir_gen)}.mmfs"), "VTAB", verify=True
-                )
+                named += [f"kidx-{gen_name(meta.keys_gen)}-{a}.mmfs" for a in snap.index.arrays()]
+                full = KeyIndex.from_arrays(snap.index.arrays(), meta.key_type, validate=True)  # type: ignore[arg-type]
+                if len(full) != meta.n_slots:
+                    raise CorruptStoreError(
+                        f"group {name!r}: the key index holds {len(full)} keys, the manifest "
+                        f"says {meta.n_slots}"
+                    )
+            for fname, cgen in meta.categories.items():
+                if cgen is not None:
+                    named += [
+                        f"cat-{fname}-{gen_name(cgen)}-{a}.mmfs"
+                        for a in ("hashes", "slots", "key_bytes", "key_offsets")
+                    ]
+            for fname, qgen in meta.quant.items():
+                if qgen is not None:
+                    named.append(f"quant-{fname}-{gen_name(qgen)}.mmfs")
+            for f in named:  # payload checksums: every byte of every checksummed file
+                open_array(files.path(f), None, verify=True)
             rows = np.arange(meta.n_slots, dtype=np.int64)
             if snap.table.rows_of_slots(rows) or (rows < 0).any():
                 raise CorruptStoreError(f"group {name!r}: a key has no valid row")

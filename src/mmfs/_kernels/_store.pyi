@@ -7,7 +7,10 @@ STALE: int
 class FieldPlan:
     n_fields: int
     row_bytes: int
-    def __init__(self, offsets: np.ndarray, sizes: np.ndarray) -> None: ...
+    float_rows: bool
+    def __init__(
+        self, offsets: np.ndarray, sizes: np.ndarray, float_rows: bool = False
+    ) -> None: ...
 
 class RowTable:
     def __init__(

@@ -91,8 +91,12 @@ cdef class FieldPlan:
     cdef int64_t[::1] starts
     cdef readonly int64_t n_fields
     cdef readonly int64_t row_bytes
+    cdef readonly bint float_rows
 
-    def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes):
+    def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes,
+                 bint float_rows=False):
+        """float_rows: every field is float32, so one-key blocks are allocated as a
+        (1, row_bytes / 4) float32 matrix (the feature row itself)."""
         cdef Py_ssize_t f
         self.n_fields = offsets.shape[0]
         self.offsets = offsets.copy()
@@ -102,6 +106,7 @@ cdef class FieldPlan:
         for f in range(self.n_fields):
             self.starts[f] = self.row_bytes
             self.row_bytes += sizes[f]
+        self.float_rows = float_rows and self.row_bytes % 4 == 0 and self.row_bytes > 0
 
 
 cdef class RowTable:
@@ -258,9 +263,15 @@ cdef class RowTable:
         return row, self.one_block(row, plan)
 
     cdef object one_block(self, int64_t row, FieldPlan plan):
-        cdef cnp.npy_intp dims[1]
-        dims[0] = plan.row_bytes
-        cdef cnp.ndarray block = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT8, 0)
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray block
+        if plan.float_rows:
+            dims[0] = 1
+            dims[1] = plan.row_bytes // 4
+            block = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
+        else:
+            dims[0] = plan.row_bytes
+            block = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT8, 0)
         self.copy_row(row, <uint8_t *>cnp.PyArray_DATA(block), plan)
         return block
 

@@ -647,6 +647,7 @@ def open_array(
     mode: Literal["r", "r+", "c"] = "r",
     *,
     verify: bool | None = None,
+    verify_limit: int | None = None,
 ) -> np.memmap | np.ndarray:
     """Validate the mmfs file ``path`` and map its payload as an array.
 
@@ -654,7 +655,7 @@ def open_array(
     process), ``"r+"`` writes through to the file (refused for a file that carries a
     payload checksum, which writing would invalidate).  ``verify``: check the payload
     checksum (when the file has one) before mapping; ``None`` checks payloads up to
-    ``VERIFY_DEFAULT_MAX_BYTES``.  An empty payload gives an empty ndarray, read-only for
+    ``verify_limit`` bytes (None: ``VERIFY_DEFAULT_MAX_BYTES``).  An empty payload gives an empty ndarray, read-only for
     ``mode="r"``.
     """
     if mode not in _MODES:
@@ -672,7 +673,8 @@ def open_array(
                 "payload_checksum=False"
             )
         if verify is None:
-            verify = header.data_length <= VERIFY_DEFAULT_MAX_BYTES
+            limit = VERIFY_DEFAULT_MAX_BYTES if verify_limit is None else verify_limit
+            verify = header.data_length <= limit
         if verify and header.has_payload_checksum:
             _verify_payload(f, header, source)
         if header.data_length == 0:

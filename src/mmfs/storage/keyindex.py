@@ -384,7 +384,12 @@ class KeyIndex:
 
     @classmethod
     def from_arrays(
-        cls, arrays: Mapping[str, np.ndarray], key_type: KeyType, *, validate: bool = True
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        key_type: KeyType,
+        *,
+        validate: bool = True,
+        n_keys: int | None = None,
     ) -> KeyIndex:
         """An index over ``arrays`` (as returned by :meth:`arrays`), without copying them.
 
@@ -396,6 +401,11 @@ class KeyIndex:
         monotonically, every stored hash is the hash of its key, and every key is found
         by a lookup (no duplicates, no empty position on its probe path).  Any failure
         raises CorruptStoreError.
+
+        ``n_keys`` (int64 keys): the number of keys, when the caller knows it (a store's
+        manifest does); otherwise the occupied positions are counted, O(capacity).  A
+        wrong count cannot make a probe unsafe (a slot >= n_keys reads as corruption), and
+        ``validate=True`` checks it.
         """
         if key_type not in _LAYOUT:
             raise ParameterError(f'key_type must be "int64" or "str", got {key_type!r}')
@@ -428,7 +438,6 @@ class KeyIndex:
         table = self._hashes if self._str else self._keys
         if table.shape[0] != cap:
             raise self._corrupt(f"{table.shape[0]} keys/hashes for {cap} slots")
-        occupied = slots >= 0
         if self._str:
             self._bytes = kb = arrays["key_bytes"]
             self._offsets = ko = arrays["key_offsets"]
@@ -438,11 +447,13 @@ class KeyIndex:
         else:
             self._bytes = np.zeros(0, dtype=_U8)
             self._offsets = np.zeros(1, dtype=_I64)
-            self._n = n = int(np.count_nonzero(occupied))
+            if n_keys is not None and (type(n_keys) is not int or n_keys < 0):
+                raise ParameterError(f"n_keys must be a non-negative int, got {n_keys!r}")
+            self._n = n = int(np.count_nonzero(slots >= 0)) if n_keys is None else n_keys
         if 2 * n > cap:
             raise self._corrupt(f"{n} keys in {cap} positions (the load factor is at most 1/2)")
         if validate:
-            self._validate(occupied)
+            self._validate(slots >= 0)
         return self
 
     def _validate(self, occupied: np.ndarray) -> None:
