@@ -168,14 +168,10 @@ def _load_key_index(
     names = (
         ("hashes", "slots", "key_bytes", "key_offsets") if key_type == "str" else ("keys", "slots")
     )
-    arrays = {
-        n: open_array(
-            files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs"),
-            "KIDX",
-            verify_limit=_INDEX_VERIFY_LIMIT,
-        )  # fmt: skip
-        for n in names
-    }
+    arrays = {}
+    for n in names:
+        path = files.path(f"{prefix}-{gen_name(gen)}-{n}.mmfs")
+        arrays[n] = open_array(path, "KIDX", verify_limit=_INDEX_VERIFY_LIMIT)
     if key_type == "str":
         n_keys = None  # a str index knows its count from key_offsets
     return KeyIndex.from_arrays(arrays, key_type, validate=False, n_keys=n_keys)  # type: ignore[arg-type]

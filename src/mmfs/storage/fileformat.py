@@ -655,8 +655,8 @@ def open_array(
     process), ``"r+"`` writes through to the file (refused for a file that carries a
     payload checksum, which writing would invalidate).  ``verify``: check the payload
     checksum (when the file has one) before mapping; ``None`` checks payloads up to
-    ``verify_limit`` bytes (None: ``VERIFY_DEFAULT_MAX_BYTES``).  An empty payload gives an empty ndarray, read-only for
-    ``mode="r"``.
+    ``verify_limit`` bytes (None: ``VERIFY_DEFAULT_MAX_BYTES``).  An empty payload gives an
+    empty ndarray, read-only for ``mode="r"``.
     """
     if mode not in _MODES:
         raise ParameterError(f"mode must be 'r', 'r+' or 'c', got {mode!r}")
