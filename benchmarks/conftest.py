@@ -57,6 +57,19 @@ class Sizes:
     hd_b: int
     hd_dim: int
     hd_scipy_rows: int
+    # storage (test_bench_store.py): online reads of one key from a group of st_online_n
+    # keys (8 float32 scalars + one dense(128) float32), st_get_rounds rounds of 1,000 calls
+    st_online_n: int
+    st_get_rounds: int
+    # a dense float32 group (st_dense_n x 128): disk, resident, open and shared readers
+    st_dense_n: int
+    # a sparse group: st_sparse_n rows of dim st_sparse_dim, about st_sparse_nnz per row
+    st_sparse_n: int
+    st_sparse_dim: int
+    st_sparse_nnz: int
+    # fresh processes per open measurement; reader processes sharing the dense group
+    st_open_runs: int
+    st_readers: int
 
 
 # Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
@@ -85,6 +98,14 @@ SIZES = {
         hd_b=1_000,
         hd_dim=1_000,
         hd_scipy_rows=5,
+        st_online_n=10_000,
+        st_get_rounds=20,
+        st_dense_n=20_000,
+        st_sparse_n=5_000,
+        st_sparse_dim=50_000,
+        st_sparse_nnz=50,
+        st_open_runs=3,
+        st_readers=2,
     ),
     "full": Sizes(
         cd_a=1_000,
@@ -97,6 +118,14 @@ SIZES = {
         hd_b=10_000,
         hd_dim=10_000,
         hd_scipy_rows=10,
+        st_online_n=1_000_000,
+        st_get_rounds=200,
+        st_dense_n=1_000_000,
+        st_sparse_n=200_000,
+        st_sparse_dim=50_000,
+        st_sparse_nnz=50,
+        st_open_runs=11,
+        st_readers=4,
     ),
 }
 

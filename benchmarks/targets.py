@@ -34,3 +34,28 @@ def fmt_seconds(x: float) -> str:
     if x >= 1e-3:
         return f"{x * 1e3:.1f} ms"
     return f"{x * 1e6:.0f} µs"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A target on an absolute figure (seconds, or a ratio to the raw data): PASS when the
+    figure is below ``maximum`` (or equal to it, when ``inclusive``)."""
+
+    maximum: float
+    text: str
+    inclusive: bool = False
+
+    def check(self, value: float) -> bool:
+        return value <= self.maximum if self.inclusive else value < self.maximum
+
+
+# The storage issue's targets (benchmarks/test_bench_store.py), by figure.
+LIMITS = {
+    "get_one": Limit(3e-6, "median < 3 µs per call"),
+    "disk_dense": Limit(1.1, "<= 1.1x raw", inclusive=True),
+    "resident_dense": Limit(1.1, "<= 1.1x raw", inclusive=True),
+    "disk_sparse": Limit(1.25, "<= 1.25x raw CSR", inclusive=True),
+    "resident_sparse": Limit(1.25, "<= 1.25x raw CSR", inclusive=True),
+    "open": Limit(20e-3, "< 20 ms"),
+    "shared_uss": Limit(0.05, "< 5% of the data per reader"),
+}
