@@ -652,3 +652,29 @@ def test_to_numpy_of_large_float64_is_inf_without_warning(tmp_path: Path) -> Non
         g.write([1, 2], {"x": [1e300, -1e300]})
         store.commit()
         assert g.get([1, 2]).to_numpy()[:, 0].tolist() == [np.inf, -np.inf]
+
+
+def test_batch_protocol_and_pandas_columns(tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"uid": [10, 20, 30], "x": [1.5, 2.5, 3.5], "c": ["a", None, "b"]})
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group(
+            "g", key="uid", schema={"x": mmfs.scalar("float64"), "c": mmfs.category()}
+        )
+        g.write(frame["uid"], {"x": frame["x"], "c": frame["c"]})
+        store.commit()
+        b = g.get(pd.Series([30, 99]))
+        assert list(b) == ["x", "c"]
+        assert "x" in b
+        assert "nope" not in b
+        assert repr(b) == "<FeatureBatch 2 keys x ['x', 'c'], 1 missing>"
+        assert b.to_dict()["c"].tolist() == ["b", None]
+        assert b.found.tolist() == [True, False]
+        assert b.keys.tolist() == [30, 99]
+        with pytest.raises(ParameterError, match="not in this batch"):
+            b["nope"]
+        with pytest.raises(ParameterError, match="float dtype"):
+            b.to_numpy(dtype=np.int32)
+        with pytest.raises(ParameterError, match="not a category"):
+            b.codes("x")

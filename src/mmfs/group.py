@@ -341,19 +341,15 @@ class _Snapshot:
             return table[codes]  # code -1 picks the trailing None
         if isinstance(ftype, Sparse):
             return self.decode_sparse(name, ftype, field, found)
-        if isinstance(ftype, Scalar):
-            if missing and ftype.dtype.startswith("float"):
-                field[~found] = np.nan
-            return field
+        # Scalars and float vectors are read as views of the block (FeatureBatch): what is
+        # left is unpacking bits and dequantising int8.
+        assert isinstance(ftype, Dense)
         if ftype.dtype == "bool":
             return np.unpackbits(field, axis=1, count=ftype.dim, bitorder="little").view(np.bool_)
-        if ftype.dtype == "int8":
-            scale, offset = self.quant(name)
-            out = field.astype(np.float32)
-            out *= scale
-            out += offset
-        else:
-            out = field
+        scale, offset = self.quant(name)
+        out = field.astype(np.float32)
+        out *= scale
+        out += offset
         if missing:
             out[~found] = np.nan
         return out
@@ -845,11 +841,13 @@ class FeatureGroup:
         seq = list(value.tolist() if isinstance(value, np.ndarray) else value)
         if len(seq) != n:
             raise DimensionError(f"{where}: expected {n} values, got {len(seq)}")
-        present = [i for i, v in enumerate(seq) if v is not None]
+        present = [i for i, v in enumerate(seq) if not _no_category(v)]
         strs = [seq[i] for i in present]
         if not all(isinstance(v, str) for v in strs):
             bad = next(v for v in strs if not isinstance(v, str))
-            raise ParameterError(f"{where}: categories are str (or None), got {bad!r}")
+            raise ParameterError(
+                f"{where}: categories are str (None, NaN or pandas.NA: no value), got {bad!r}"
+            )
         index = pending.categories.get(name)
         if index is None:
             meta = self._meta()
@@ -953,6 +951,11 @@ def _as_csr(value: Any, n: int, dim: int, where: str) -> sp.csr_matrix:
     m = sp.csr_matrix(m, dtype=np.float32, copy=True)
     m.sum_duplicates()  # canonical: sorted indices, no duplicates
     return m
+
+
+def _no_category(v: object) -> bool:
+    """None, a float NaN or pandas.NA: a missing category (pandas writes all three)."""
+    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ == "NAType"
 
 
 def _materialise(keys: Any) -> Any:

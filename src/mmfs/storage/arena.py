@@ -93,19 +93,6 @@ class Arena:
         maps = [self.segment(s) for s in range(self.segments_for(n))]
         return np.array([m.ctypes.data for m in maps], dtype=np.intp), maps
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """A copy of elements [start, stop) (below the committed count)."""
-        parts = []
-        i = start
-        while i < stop:
-            s, off = i >> self.seg_bits, i & (self.seg_len - 1)
-            take = min(stop - i, self.seg_len - off)
-            parts.append(self.segment(s)[off : off + take])
-            i += take
-        if not parts:
-            return np.zeros((0, *self._shape()[1:]), dtype=self.dtype)
-        return np.concatenate(parts)
-
     # -- writing (the writer only) -----------------------------------------------------
     #
     # Writes go through pwrite, not a writable mapping: a full disk then raises OSError
