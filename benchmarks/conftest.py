@@ -223,15 +223,19 @@ class Harness:
             note,
             None if target is None else TARGETS[target],
         )
-        self.entries.setdefault(group, {})[impl] = entry
-        # Ratios against whatever is already recorded in the group (mmfs runs last).
-        ref = self.entries[group].get("mmfs")
+        self.record(benchmark, entry, info)
+        return result
+
+    def record(self, benchmark: Any, entry: Entry, info: dict[str, Any]) -> None:
+        """Add ``entry`` to the table and its speed-ups to the benchmark's extra_info
+        (against whatever the group already holds: mmfs runs last)."""
+        self.entries.setdefault(entry.group, {})[entry.impl] = entry
+        ref = self.entries[entry.group].get("mmfs")
         if ref is not None:
-            for other in self.entries[group].values():
+            for other in self.entries[entry.group].values():
                 if other.impl != "mmfs" and ref.seconds > 0:
                     info[f"speedup_vs_{other.impl}"] = other.seconds / ref.seconds
         benchmark.extra_info.update(info)
-        return result
 
     def memory(self, benchmark: Any, group: str, impl: str, fn: Callable[[], Any]) -> None:
         """Peak memory of one extra call of ``fn`` (outside the timed rounds)."""

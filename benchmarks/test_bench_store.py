@@ -333,14 +333,8 @@ def _time_calls(
         rounds = int(benchmark.stats.stats.rounds)
         note = f"min {float(benchmark.stats.stats.min) * 1e6:.2f} µs; {note}"
     note = f"{seconds * 1e6:.2f} µs/call ({rounds} x {GET_CALLS} calls); {note}"
-    harness.entries.setdefault(group, {})[impl] = Entry(group, impl, seconds, seconds, rounds, note)
     info: dict[str, Any] = {"impl": impl, "size": harness.size, "seconds_per_call": seconds}
-    ref = harness.entries[group].get("mmfs")
-    if ref is not None:
-        for other in harness.entries[group].values():
-            if other.impl != "mmfs" and ref.seconds > 0:
-                info[f"speedup_vs_{other.impl}"] = other.seconds / ref.seconds
-    benchmark.extra_info.update(info)
+    harness.record(benchmark, Entry(group, impl, seconds, seconds, rounds, note), info)
     return seconds
 
 

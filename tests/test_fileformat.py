@@ -674,3 +674,22 @@ def test_verify_limit(tmp_path: Path) -> None:
     assert ff.open_array(tmp_path / "a", "TEST", verify_limit=x.nbytes - 1)[0] == 1  # unread
     with pytest.raises(CorruptStoreError, match="payload checksum"):
         ff.open_array(tmp_path / "a", "TEST", verify_limit=x.nbytes)
+
+
+def test_create_array_file_is_zero_filled_and_sparse(tmp_path: Path) -> None:
+    h = ff.create_array_file(tmp_path / "seg", (1 << 16, 64), np.float32, "ARNA")
+    assert (h.kind, h.shape, h.dtype, h.has_payload_checksum) == (
+        "ARNA", (1 << 16, 64), np.dtype(np.float32), False,
+    )  # fmt: skip
+    st = (tmp_path / "seg").stat()
+    assert st.st_size == ff.HEADER_SIZE + (1 << 16) * 64 * 4
+    assert st.st_blocks * 512 < st.st_size // 8  # not allocated until written
+    m = ff.open_array(tmp_path / "seg", "ARNA", "r+")
+    assert not m[[0, -1]].any()
+    m[3, 5] = 2.5
+    m.flush()
+    assert ff.open_array(tmp_path / "seg", "ARNA")[3, 5] == 2.5
+    assert not (tmp_path / "seg.tmp").exists()
+    for shape, dtype in [((4,), object), ((), np.int8), ((-1,), np.int8)]:
+        with pytest.raises(ParameterError):
+            ff.create_array_file(tmp_path / "bad", shape, dtype, "ARNA")

@@ -330,14 +330,19 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _publish(path: StrPath, header: bytes, payload: memoryview, durable: bool) -> None:
-    """Write header + payload to ``<path>.tmp``, fsync, rename onto ``path``, fsync dir."""
+def _publish(path: StrPath, header: bytes, payload: memoryview | int, durable: bool) -> None:
+    """Write header + payload to ``<path>.tmp``, fsync, rename onto ``path``, fsync dir.
+    An int payload is a length: the file is extended to it with zeros (ftruncate), which
+    a file system with sparse files does not allocate until written."""
     target = os.fspath(path)
     tmp = target + ".tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(header)
-            f.write(payload)
+            if isinstance(payload, int):
+                f.truncate(HEADER_SIZE + payload)
+            else:
+                f.write(payload)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -403,23 +408,8 @@ def create_array_file(
         flags=0,
         payload_crc32=0,
     )
-    target = os.fspath(path)
-    tmp = target + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.truncate(HEADER_SIZE + data_length)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        _fsync_directory(os.path.dirname(os.path.abspath(target)))
-    return _decode(raw, HEADER_SIZE + data_length, target, None)
+    _publish(path, raw, data_length, durable)
+    return _decode(raw, HEADER_SIZE + data_length, os.fspath(path), None)
 
 
 # --------------------------------------------------------------------------- reading
