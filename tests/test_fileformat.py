@@ -685,6 +685,7 @@ def test_create_array_file_is_zero_filled_and_sparse(tmp_path: Path) -> None:
     assert st.st_size == ff.HEADER_SIZE + (1 << 16) * 64 * 4
     assert st.st_blocks * 512 < st.st_size // 8  # not allocated until written
     m = ff.open_array(tmp_path / "seg", "ARNA", "r+")
+    assert isinstance(m, np.memmap)
     assert not m[[0, -1]].any()
     m[3, 5] = 2.5
     m.flush()

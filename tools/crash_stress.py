@@ -212,7 +212,7 @@ def apply_commit(store: mmfs.Store, i: int, announce: bool = False) -> int:
         grp.write(key_of(chunk), feats, event_time=np.datetime64(t, "ns"))
     if announce:
         _say(f"C {i}")
-    gen = store.commit(f"commit {i}", tags=["crash-stress"])
+    gen = store.commit(f"commit {i}", tags=[f"crash-stress-{i}"])
     if gen != i:
         raise AssertionError(f"commit {i} returned generation {gen}")
     return gen

@@ -29,7 +29,7 @@ from mmfs.featurebatch import FeatureBatch
 from mmfs.group import FeatureGroup
 from mmfs.neighbors import knn, radius
 from mmfs.schema import category, dense, scalar, sparse
-from mmfs.store import Store, open
+from mmfs.store import Store, Version, open
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "ReadOnlyError",
     "Store",
     "StoreClosedError",
+    "Version",
     "__version__",
     "category",
     "cdist",

@@ -227,7 +227,12 @@ class _Snapshot:
         head: np.ndarray,
         gen: int,
         budget: MemoryBudget | None = None,
+        *,
+        index_meta: GroupMeta | None = None,
     ) -> None:
+        """``index_meta``: the (newer) generation whose key index and category
+        dictionaries to read, for a pinned older version (``meta``): keys keep their
+        slots and categories their codes, so newer ones are supersets."""
         self.meta = meta
         self.budget = budget
         self._reservations: dict[str, Reservation] = {}
@@ -237,11 +242,12 @@ class _Snapshot:
         self.sizes = {n: t.stored_bytes for n, t in meta.features.items()}
         self.sizes["event_time"] = 8
         self.offsets = files.offsets
-        index = _load_key_index(files, "kidx", meta.keys_gen, meta.key_type, meta.n_slots)
-        if len(index) != meta.n_slots:
+        src = meta if index_meta is None else index_meta
+        index = _load_key_index(files, "kidx", src.keys_gen, meta.key_type, src.n_slots)
+        if len(index) != src.n_slots or meta.n_slots > src.n_slots:
             raise CorruptStoreError(
                 f"group {meta.name!r}: key index holds {len(index)} keys, the manifest "
-                f"says {meta.n_slots}"
+                f"says {src.n_slots}"
             )
         n_dir = (meta.n_slots + (1 << PAGE_BITS) - 1) >> PAGE_BITS
         if meta.dir_gen is None:
@@ -274,7 +280,7 @@ class _Snapshot:
         # (mmfs.store), and a mapping keeps what it maps.
         self._cat_index = {
             name: _load_key_index(files, f"cat-{name}", gen_, "str")
-            for name, gen_ in meta.categories.items()
+            for name, gen_ in src.categories.items()
         }
         for name in meta.quant:
             self.quant(name)
@@ -571,10 +577,15 @@ class FeatureGroup:
         keys: Any,
         features: Any = None,
         *,
+        version: int | str | None = None,
         missing: str = "nan",
         n_threads: int | None = None,
     ) -> FeatureBatch:
         """The latest committed values of ``features`` (default: all) for ``keys``.
+
+        ``version``: read the store as that version (an id from ``store.commit()`` or a
+        tag) had it, in O(1) whatever the number of versions; a pinned read gives the
+        same bytes forever.
 
         One key or many: the result is a :class:`FeatureBatch` with one entry per key, in
         order (a key may repeat).  ``missing="nan"`` (default) marks absent keys in
@@ -585,7 +596,10 @@ class FeatureGroup:
         """
         if missing != "nan" and missing != "raise":
             raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
-        snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
+        if version is None:
+            snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
+        else:
+            snap = self._store._version_snapshot(self.name, version)
         kind = type(keys)
         if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
             return self._get_one(snap, keys, features, missing)

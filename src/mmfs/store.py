@@ -37,6 +37,7 @@ import re
 import shutil
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -73,7 +74,7 @@ from mmfs.storage.fileformat import (
 from mmfs.storage.keyindex import KeyIndex
 from mmfs.storage.locking import WriterLock
 
-__all__ = ["Store", "open"]
+__all__ = ["Store", "Version", "open"]
 
 HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
@@ -81,6 +82,60 @@ DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 _GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
 _INDEX_FILE_RE: Final = re.compile(r"(?:kidx|cat-(\w+?))-(\d{12})-\w+\.mmfs")
 _MAX_RETRIES: Final = 8
+_MAX_PINNED: Final = 16  # snapshots of pinned versions kept open
+_PINNED: Final = (1 << 64) - 1  # the generation of a pinned snapshot: never stale
+
+
+@dataclass(frozen=True)
+class Version:
+    """One committed version of a store."""
+
+    id: int
+    message: str
+    tags: tuple[str, ...]
+    created: np.datetime64
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One parsed, checked manifest."""
+
+    gen: int
+    message: str
+    tags: tuple[str, ...]
+    created_ns: int
+    segment_bytes: int
+    next_group_id: int
+    groups: dict[str, GroupMeta]
+
+
+def _read_manifest(source: str, gen: int) -> Manifest:
+    doc = read_json_file(source, "MNFT")
+    if not isinstance(doc, dict) or doc.get("format") != "mmfs-store":
+        raise CorruptStoreError(f"{source}: not an mmfs store manifest")
+    if _int(doc, "generation", source) != gen:
+        raise CorruptStoreError(f"{source}: holds generation {doc.get('generation')!r}")
+    groups = doc.get("groups")
+    if not isinstance(groups, dict):
+        raise CorruptStoreError(f"{source}: groups must be an object")
+    tags = doc.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise CorruptStoreError(f"{source}: tags must be a list of str")
+    parsed = {name: _parse_group(name, g, source) for name, g in groups.items()}
+    next_id = _int(doc, "next_group_id", source)
+    if len({m.id for m in parsed.values()}) != len(parsed) or any(
+        m.id >= next_id for m in parsed.values()
+    ):
+        raise CorruptStoreError(f"{source}: group ids are not unique and below next_group_id")
+    return Manifest(
+        gen=gen,
+        message=str(doc.get("message", "")),
+        tags=tuple(tags),
+        created_ns=_int(doc, "created_ns", source),
+        segment_bytes=_int(doc, "segment_bytes", source),
+        next_group_id=next_id,
+        groups=parsed,
+    )
 
 
 def open(
@@ -220,6 +275,8 @@ class Store:
         self._head_fd: int | None = None
         self._files_by_id: dict[int, GroupFiles] = {}
         self._snaps: dict[str, _Snapshot] = {}
+        self._pinned: dict[tuple[str, int], _Snapshot] = {}
+        self._manifests: dict[int, Manifest] = {}
         self._pendings: dict[str, _Pending] = {}
         self._dropped: list[GroupMeta] = []
         if mode == "a":
@@ -319,29 +376,118 @@ class Store:
         assert self._head_fd is not None
         os.pwrite(self._head_fd, struct.pack("<Q", gen), HEADER_SIZE)
 
+    def _manifest(self, gen: int) -> Manifest:
+        """Manifest gen, parsed and checked (cached: a published manifest never changes)."""
+        manifest = self._manifests.get(gen)
+        if manifest is None:
+            try:
+                manifest = _read_manifest(_manifest_path(self.path, gen), gen)
+            except FileNotFoundError:
+                raise NotFoundError(f"the store {self.path} has no version {gen}") from None
+            self._manifests[gen] = manifest
+        return manifest
+
     def _load(self, gen: int) -> None:
         """Read manifest gen and make it the generation this object reads."""
-        source = _manifest_path(self.path, gen)
-        doc = read_json_file(source, "MNFT")
-        if not isinstance(doc, dict) or doc.get("format") != "mmfs-store":
-            raise CorruptStoreError(f"{source}: not an mmfs store manifest")
-        if _int(doc, "generation", source) != gen:
-            raise CorruptStoreError(f"{source}: holds generation {doc.get('generation')!r}")
-        groups = doc.get("groups")
-        if not isinstance(groups, dict):
-            raise CorruptStoreError(f"{source}: groups must be an object")
-        self._segment_bytes = _int(doc, "segment_bytes", source)
-        self._next_id = _int(doc, "next_group_id", source)
-        self._message = str(doc.get("message", ""))
-        self._groups = {name: _parse_group(name, g, source) for name, g in groups.items()}
-        if len({m.id for m in self._groups.values()}) != len(self._groups) or any(
-            m.id >= self._next_id for m in self._groups.values()
-        ):
-            raise CorruptStoreError(f"{source}: group ids are not unique and below next_group_id")
+        manifest = self._manifest(gen)
+        self._segment_bytes = manifest.segment_bytes
+        self._next_id = manifest.next_group_id
+        self._groups = manifest.groups
         self._gen = gen
         self._drop_snaps()
         if self.mode == "a":
             self._work = copy.deepcopy(self._groups)
+
+    # -- versions --------------------------------------------------------------------------
+
+    def versions(self) -> list[Version]:
+        """Every committed version (generation), oldest first: id, message, tags, created."""
+        self._check_open()
+        self._refresh_if_stale()
+        gens = sorted(
+            int(m.group(1)) for f in os.listdir(self.path) if (m := MANIFEST_RE.fullmatch(f))
+        )
+        out = []
+        for g in gens:
+            if g > self._gen:
+                continue  # committed after this object's generation: not visible yet
+            m = self._manifest(g)
+            out.append(Version(g, m.message, m.tags, np.datetime64(m.created_ns, "ns")))
+        return out
+
+    def version(self, ref: int | str) -> int:
+        """The id of a version given by id or by tag (NotFoundError when there is none)."""
+        self._check_open()
+        if isinstance(ref, bool) or not isinstance(ref, int | np.integer | str):
+            raise ParameterError(f"a version is an int id or a str tag, got {ref!r}")
+        if not isinstance(ref, str):
+            self._refresh_if_stale()
+            if not 0 <= ref <= self._gen:
+                raise NotFoundError(
+                    f"the store {self.path} has versions 0 to {self._gen}, not {ref}"
+                )
+            return int(ref)
+        for v in self.versions():
+            if ref in v.tags:
+                return v.id
+        raise NotFoundError(f"no version of the store {self.path} is tagged {ref!r}")
+
+    def diff(self, v1: int | str, v2: int | str) -> dict[str, np.ndarray | list[str]]:
+        """{group: keys whose current value differs between versions v1 and v2}, for the
+        groups present in both (keys written at one and not the other included).  Pages
+        the two versions share are skipped: the cost is the pages that changed."""
+        a, b = self.version(v1), self.version(v2)
+        out: dict[str, np.ndarray | list[str]] = {}
+        for name, meta_b in self._manifest(b).groups.items():
+            meta_a = self._manifest(a).groups.get(name)
+            if meta_a is None or meta_a.id != meta_b.id:
+                continue
+            sa, sb = self._version_snapshot(name, a), self._version_snapshot(name, b)
+            n = max(meta_a.n_slots, meta_b.n_slots)
+            n_dir = (n + (1 << PAGE_BITS) - 1) >> PAGE_BITS
+            da = np.full(n_dir, -2, np.int64)
+            db = np.full(n_dir, -2, np.int64)
+            da[: sa.directory.shape[0]] = sa.directory
+            db[: sb.directory.shape[0]] = sb.directory
+            pages = np.flatnonzero(da != db)
+            slots = (pages[:, None] * (1 << PAGE_BITS) + np.arange(1 << PAGE_BITS)).reshape(-1)
+            slots = np.ascontiguousarray(slots[slots < n])
+            ra, rb = slots.copy(), slots.copy()
+            if sa.table.rows_of_slots(ra) or sb.table.rows_of_slots(rb):
+                raise CorruptStoreError(f"group {name!r}: a page table is corrupt")
+            changed = slots[ra != rb]
+            keys = sb.index.keys()
+            out[name] = (
+                [keys[i] for i in changed.tolist()] if isinstance(keys, list) else keys[changed]
+            )
+        return out
+
+    def _version_snapshot(self, name: str, ref: int | str) -> _Snapshot:
+        """The snapshot of group ``name`` as version ``ref`` had it (O(1): its manifest
+        names its page directory; cached)."""
+        v = self.version(ref)
+        if v == self._gen:
+            return self._snapshot(name)
+        meta = self._manifest(v).groups.get(name)
+        if meta is None:
+            raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")
+        latest = self._committed(name)
+        if latest is None or latest.id != meta.id:
+            raise NotFoundError(
+                f"group {name!r} of version {v} has been dropped since; its data is gone"
+            )
+        snap = self._pinned.get((name, v))
+        if snap is not None:
+            return snap
+        # Keys keep their slots and categories their codes forever, so the newest key
+        # index and dictionaries serve every version (bounded by the version's n_slots).
+        snap = _Snapshot(
+            meta, self._files(name), self._head, _PINNED, self._budget, index_meta=latest
+        )
+        if len(self._pinned) >= _MAX_PINNED:
+            self._pinned.pop(next(iter(self._pinned))).drop_caches()
+        self._pinned[(name, v)] = snap
+        return snap
 
     def _manifest_doc(
         self,
@@ -502,6 +648,11 @@ class Store:
             snap.drop_caches()
         self._snaps = {}
 
+    def _drop_pinned(self) -> None:
+        for snap in self._pinned.values():
+            snap.drop_caches()
+        self._pinned = {}
+
     @property
     def budget(self) -> MemoryBudget | None:
         """The memory budget ledger (None when the store was opened without a budget)."""
@@ -619,6 +770,11 @@ class Store:
         tag_list = [t for t in raw_tags if isinstance(t, str) and t]
         if len(tag_list) != len(raw_tags):
             raise ParameterError(f"tags must be a str or a list of non-empty str, got {tags!r}")
+        taken = {t: v.id for v in self.versions() for t in v.tags}
+        for t in tag_list:
+            if t in taken:
+                raise ParameterError(f"the tag {t!r} already names version {taken[t]}")
+        tag_list = list(dict.fromkeys(tag_list))
         gen = self._gen + 1
         new: dict[str, GroupMeta] = {}
         for name, work in self._work.items():
@@ -643,6 +799,7 @@ class Store:
         self._work = copy.deepcopy(new)
         self._gen = gen
         self._drop_snaps()
+        self._drop_pinned()
         for meta in dropped:
             files = self._files_by_id.pop(meta.id, None)
             if files is not None:
@@ -781,6 +938,7 @@ class Store:
             files.close()
         self._files_by_id.clear()
         self._drop_snaps()
+        self._drop_pinned()
         self._pendings.clear()
         if self._head_fd is not None:
             os.close(self._head_fd)

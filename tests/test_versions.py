@@ -1,0 +1,184 @@
+"""Versions: every commit is a version, readable forever by id or tag, in O(1).
+
+The reference is a dict model of every version's snapshot (key -> values), built from
+the same writes; every pinned read must equal it, byte for byte, after any later writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import mmfs
+from mmfs.errors import NotFoundError, ParameterError
+
+SCHEMA = {
+    "v": mmfs.scalar("float64"),
+    "e": mmfs.dense(4),
+    "c": mmfs.category(),
+    "s": mmfs.sparse(50),
+}
+T0 = np.datetime64("2026-01-01T00:00:00", "ns")
+
+
+def write_round(
+    g: mmfs.FeatureGroup, rng: np.random.Generator, model: dict[int, tuple], t: np.datetime64
+) -> None:
+    n = int(rng.integers(1, 40))
+    keys = rng.integers(0, 120, n)
+    v = rng.normal(size=n)
+    e = rng.normal(size=(n, 4)).astype(np.float32)
+    c = [f"c{i}" for i in rng.integers(0, 6, n)]
+    s = sp.random(n, 50, density=0.1, format="csr", rng=rng, dtype=np.float32)
+    g.write(keys, {"v": v, "e": e, "c": c, "s": s}, event_time=t)
+    for i, k in enumerate(keys.tolist()):  # equal event times: the later row wins
+        model[k] = (v[i], e[i], c[i], s[i].toarray()[0])
+
+
+def check(batch: mmfs.FeatureBatch, keys: np.ndarray, snapshot: dict[int, tuple]) -> None:
+    found = np.array([k in snapshot for k in keys.tolist()])
+    assert np.array_equal(batch.found, found)
+    rows = [snapshot[k] for k in keys.tolist() if k in snapshot]
+    if rows:
+        assert np.array_equal(batch["v"][found], np.array([r[0] for r in rows]))
+        assert np.array_equal(batch["e"][found], np.stack([r[1] for r in rows]))
+        assert batch["c"][found].tolist() == [r[2] for r in rows]
+        assert np.array_equal(batch["s"].toarray()[found], np.stack([r[3] for r in rows]))
+    assert np.isnan(batch["v"][~found]).all()
+
+
+def test_every_version_reads_as_it_was(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    snapshots: dict[int, dict[int, tuple]] = {}
+    model: dict[int, tuple] = {}
+    probe = np.arange(-5, 130)
+    with mmfs.open(tmp_path / "s", segment_bytes=4096) as store:
+        g = store.create_group("g", schema=SCHEMA)
+        snapshots[store.commit("empty group")] = {}
+        for i in range(20):
+            write_round(g, rng, model, T0)
+            v = store.commit(f"round {i}", tags=[f"r{i}"] if i % 3 == 0 else None)
+            snapshots[v] = dict(model)
+            pinned = rng.choice(sorted(snapshots))  # an older version, after this commit
+            check(g.get(probe, version=int(pinned)), probe, snapshots[int(pinned)])
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        before = {v: g.get(probe, version=v).to_numpy().tobytes() for v in snapshots}
+        # late data: old event times, written after; pinned versions must not move
+        write_round(g, rng, model, T0 - np.timedelta64(1, "D"))
+        store.commit("late")
+        for v, snap in snapshots.items():
+            b = reader["g"].get(probe, version=v)
+            check(b, probe, snap)
+            assert b.to_numpy().tobytes() == before[v]
+            for k in (3, 77, 500):
+                one = reader["g"].get(k, version=v)
+                assert one.found[0] == (k in snap)
+        by_tag = reader["g"].get(probe, version="r9").to_numpy()
+        by_id = g.get(probe, version=store.version("r9")).to_numpy()
+        assert by_tag.tobytes() == by_id.tobytes()
+        reader.close()
+
+
+def test_versions_and_tags(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", schema={"x": mmfs.scalar("int64")})
+        g.write([1], {"x": [1]})
+        v1 = store.commit("first", tags="prod")
+        g.write([1], {"x": [2]})
+        v2 = store.commit("second", tags=["a", "b", "a"])
+        listed = store.versions()
+        assert [v.id for v in listed] == [0, v1, v2]
+        assert [v.message for v in listed] == ["create store", "first", "second"]
+        assert [v.tags for v in listed] == [(), ("prod",), ("a", "b")]
+        assert all(a.created <= b.created for a, b in itertools.pairwise(listed))
+        assert store.version("prod") == v1
+        assert store.version("b") == v2
+        assert store.version(v1) == v1
+        with pytest.raises(NotFoundError, match="tagged 'nope'"):
+            store.version("nope")
+        with pytest.raises(NotFoundError, match="versions 0 to 2"):
+            store.version(9)
+        with pytest.raises(ParameterError, match="int id or a str tag"):
+            store.version(1.5)  # type: ignore[arg-type]
+        g.write([1], {"x": [3]})
+        with pytest.raises(ParameterError, match="already names version 1"):
+            store.commit("again", tags=["prod"])
+        assert store.generation == v2  # the refused commit changed nothing
+        assert g.get(1, version="prod")["x"].tolist() == [1]
+        assert g.get(1, version="a")["x"].tolist() == [2]
+        v3 = store.commit("third")
+        assert g.get(1)["x"].tolist() == [3]
+        assert store.versions()[-1].id == v3
+        with pytest.raises(NotFoundError):
+            g.get(1, version=v3 + 1)
+
+
+def test_version_of_a_group_created_later_or_dropped(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s") as store:
+        a = store.create_group("a", schema={"x": mmfs.scalar("int64")})
+        a.write([1], {"x": [1]})
+        v1 = store.commit()
+        b = store.create_group("b", schema={"x": mmfs.scalar("int64")})
+        b.write([1], {"x": [1]})
+        store.commit()
+        with pytest.raises(NotFoundError, match="has no group 'b'"):
+            b.get(1, version=v1)
+        store.drop_group("a")
+        store.commit()
+        store.create_group("a", schema={"x": mmfs.scalar("int64")})
+        store.commit()
+        with pytest.raises(NotFoundError, match="dropped since"):
+            store["a"].get(1, version=v1)
+
+
+def test_keys_added_later_are_absent_from_older_versions(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", key="k", key_type="str", schema={"x": mmfs.scalar("int64")})
+        g.write(["a"], {"x": [1]})
+        v1 = store.commit()
+        g.write(["b", "a"], {"x": [2, 3]})
+        v2 = store.commit()
+        assert g.get(["a", "b"], version=v1).to_dict()["x"].tolist() == [1, 0]
+        assert g.get(["a", "b"], version=v1).mask.tolist() == [False, True]
+        assert g.get("b", version=v1).mask.tolist() == [True]
+        assert g.get(["a", "b"], version=v2)["x"].tolist() == [3, 2]
+        assert store.diff(v1, v2) == {"g": ["a", "b"]}
+        assert store.diff(v2, v2) == {"g": []}
+
+
+def test_diff_equals_the_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    snapshots: dict[int, dict[int, tuple]] = {}
+    model: dict[int, tuple] = {}
+    with mmfs.open(tmp_path / "s", segment_bytes=4096) as store:
+        g = store.create_group("g", schema=SCHEMA)
+        for _ in range(8):
+            write_round(g, rng, model, T0)
+            snapshots[store.commit()] = dict(model)
+        versions = sorted(snapshots)
+        for a in versions:
+            for b in versions:
+                sa, sb = snapshots[a], snapshots[b]
+                expected = sorted(
+                    k for k in set(sa) | set(sb)
+                    if k not in sa or k not in sb or sa[k][0] != sb[k][0]
+                )  # fmt: skip
+                got = store.diff(a, b)["g"]
+                assert sorted(np.asarray(got).tolist()) == expected
+
+
+def test_many_pinned_versions(tmp_path: Path) -> None:
+    """More pinned versions than the snapshot cache holds: evicted ones reopen."""
+    with mmfs.open(tmp_path / "s") as store:
+        g = store.create_group("g", schema={"x": mmfs.scalar("int64")})
+        vs = []
+        for i in range(40):
+            g.write([i % 7], {"x": [i]})
+            vs.append(store.commit())
+        for _ in range(2):
+            for i, v in enumerate(vs):
+                assert g.get(i % 7, version=v)["x"].tolist() == [i]
