@@ -72,6 +72,10 @@ def gen_name(gen: int) -> str:
     return f"{gen:012d}"
 
 
+def hist_name(gen: int, j: int) -> str:
+    return f"hist-{gen_name(gen)}-{j}.mmfs"
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -95,6 +99,8 @@ class GroupMeta:
     categories: dict[str, int | None] = field(default_factory=dict)
     quant: dict[str, int | None] = field(default_factory=dict)
     sparse_elems: dict[str, int] = field(default_factory=dict)
+    #: event-time history runs (generation, number, entries): see _Snapshot.asof_rows
+    history: list[tuple[int, int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +120,7 @@ class GroupMeta:
             "categories": self.categories,
             "quant": self.quant,
             "sparse_elems": self.sparse_elems,
+            "history": [list(run) for run in self.history],
         }
 
 
@@ -284,6 +291,16 @@ class _Snapshot:
         }
         for name in meta.quant:
             self.quant(name)
+        runs = [open_array(files.path(hist_name(g, j)), "VTAB") for g, j, _m in meta.history]
+        for (g, j, m), run in zip(meta.history, runs, strict=True):
+            if run.dtype != _I64 or run.shape != (3, m):
+                raise CorruptStoreError(
+                    f"{files.path(hist_name(g, j))}: history run of dtype {run.dtype} and "
+                    f"shape {run.shape}, expected int64 (3, {m})"
+                )
+        self._mapped += runs
+        self.run_addrs = np.array([r.ctypes.data for r in runs if r.size], dtype=np.intp)
+        self.run_lens = np.array([r.shape[1] for r in runs if r.size], dtype=_I64)
         self._sparse_addrs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, (ia, va) in files.sparse.items():
             idx_addrs, idx_maps = ia.addresses(meta.sparse_elems[name])
@@ -479,6 +496,8 @@ class _Pending:
         self.categories_changed: set[str] = set()
         self.quant: dict[str, np.ndarray] = {}
         self.written = False
+        # (slots, event times, rows) of every write since the commit: the next history run
+        self.hist: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def grow(self, n_slots: int) -> None:
         if n_slots > self.latest.shape[0]:
@@ -578,6 +597,7 @@ class FeatureGroup:
         features: Any = None,
         *,
         version: int | str | None = None,
+        as_of: Any = None,
         missing: str = "nan",
         n_threads: int | None = None,
     ) -> FeatureBatch:
@@ -585,7 +605,10 @@ class FeatureGroup:
 
         ``version``: read the store as that version (an id from ``store.commit()`` or a
         tag) had it, in O(1) whatever the number of versions; a pinned read gives the
-        same bytes forever.
+        same bytes forever.  ``as_of``: an event time (one, or one per key): each key's
+        row with the greatest event time <= as_of (ties: the later write), found by
+        binary search in the key's own history; missing where there is none.  The two
+        combine: what version v knew about the facts as of time t.
 
         One key or many: the result is a :class:`FeatureBatch` with one entry per key, in
         order (a key may repeat).  ``missing="nan"`` (default) marks absent keys in
@@ -601,11 +624,16 @@ class FeatureGroup:
         else:
             snap = self._store._version_snapshot(self.name, version)
         kind = type(keys)
-        if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
+        if as_of is None and (
+            (kind is int and not snap.str_keys) or (kind is str and snap.str_keys)
+        ):
             return self._get_one(snap, keys, features, missing)
         if snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
-        rows, bad = self._rows_of(snap, keys, n_threads)
+        if as_of is None:
+            rows, bad = self._rows_of(snap, keys, n_threads)
+        else:
+            rows, bad = self._rows_as_of(snap, keys, as_of)
         if bad:
             raise self._corrupt()
         found = rows >= 0
@@ -669,6 +697,15 @@ class FeatureGroup:
                 f"group {self.name!r}: {int((~found).sum())} of {found.shape[0]} keys not "
                 f"found, e.g. {ks}"
             )
+
+    def _rows_as_of(self, snap: _Snapshot, keys: Any, as_of: Any) -> tuple[np.ndarray, int]:
+        """(rows of keys as of event time(s) as_of; number of corrupt answers)."""
+        slots = snap.index.lookup(keys)
+        slots[slots >= snap.meta.n_slots] = -1  # keys written after a pinned version
+        times = to_ns(as_of, slots.shape[0])
+        rows = np.empty(slots.shape[0], dtype=_I64)
+        bad = snap.table.asof_rows(slots, times, snap.run_addrs, snap.run_lens, rows)
+        return rows, bad
 
     def _rows_of(self, snap: _Snapshot, keys: Any, n_threads: int | None) -> tuple[np.ndarray, int]:
         """(rows of keys, -1 where absent; number of corrupt lookups)."""
@@ -759,6 +796,7 @@ class FeatureGroup:
             pending.quant.update(fitted)
             pending.grow(max(pending.n_slots, int(slots.max()) + 1))
             self._update_latest(pending, slots, times, first_row)
+            pending.hist.append((slots, times, np.arange(first_row, first_row + n, dtype=_I64)))
             pending.written = True
         return n
 

@@ -61,6 +61,7 @@ from mmfs.group import (
     _save_key_index,
     _Snapshot,
     gen_name,
+    hist_name,
 )
 from mmfs.schema import Dense, check_name, check_schema, feature_from_json, layout
 from mmfs.storage.fileformat import (
@@ -79,7 +80,7 @@ __all__ = ["Store", "Version", "open"]
 HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
-_GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
+_GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|hist|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
 _INDEX_FILE_RE: Final = re.compile(r"(?:kidx|cat-(\w+?))-(\d{12})-\w+\.mmfs")
 _MAX_RETRIES: Final = 8
 _MAX_PINNED: Final = 16  # snapshots of pinned versions kept open
@@ -226,6 +227,15 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
         if not isinstance(sparse, dict) or set(sparse) != want:
             raise CorruptStoreError(f"{src}: sparse_elems must name {sorted(want)}")
         meta.sparse_elems = {n: _int(sparse, n, src) for n in sparse}
+        history = doc["history"]
+        if not isinstance(history, list) or not all(
+            isinstance(r, list) and len(r) == 3 and all(type(x) is int and x >= 0 for x in r)
+            for r in history
+        ):
+            raise CorruptStoreError(f"{src}: history must be a list of [gen, number, entries]")
+        meta.history = [(r[0], r[1], r[2]) for r in history]
+        if sum(r[2] for r in history) != meta.n_rows:
+            raise CorruptStoreError(f"{src}: its history runs do not hold every row once")
     except KeyError as exc:
         raise CorruptStoreError(f"{src}: missing field {exc}") from None
     except ParameterError as exc:
@@ -792,6 +802,7 @@ class Store:
             pending.keys_changed = False
             pending.categories_changed.clear()
             pending.quant.clear()
+            pending.hist.clear()
             pending.written = False
         dropped, self._dropped = self._dropped, []
         old_groups = self._groups
@@ -870,10 +881,48 @@ class Store:
                 files.path(f"quant-{fname}-{gen_name(gen)}.mmfs"), q, "META", durable=durable
             )
             meta.quant[fname] = gen
+        if pending.hist:
+            meta.history = self._commit_history(files, meta.history, pending, gen)
         meta.n_rows = pending.n_rows
         meta.n_slots = pending.n_slots
         meta.sparse_elems = dict(pending.sparse_elems)
         meta.written_ns = now_ns()
+
+    def _commit_history(
+        self,
+        files: GroupFiles,
+        runs: list[tuple[int, int, int]],
+        pending: _Pending,
+        gen: int,
+    ) -> list[tuple[int, int, int]]:
+        """Add the rows written since the commit as a new event-time history run, sorted
+        by (slot, event time, row), then merge runs while the newest holds at least half
+        as many entries as the one before (a binary counter: O(log rows) runs, each row
+        rewritten O(log rows) times).  Runs of older generations stay as older versions
+        name them; the merged ones are new files of this generation."""
+        parts = pending.hist
+        new = np.stack([np.concatenate([p[k] for p in parts]) for k in range(3)])
+        stack: list[tuple[tuple[int, int, int] | None, np.ndarray]] = [
+            (run, open_array(files.path(hist_name(run[0], run[1])), "VTAB")) for run in runs
+        ]
+        stack.append((None, new))
+        while len(stack) >= 2 and stack[-2][1].shape[1] <= 2 * stack[-1][1].shape[1]:
+            (_, a), (_, b) = stack.pop(), stack.pop()
+            stack.append((None, np.concatenate([b, a], axis=1)))
+        out: list[tuple[int, int, int]] = []
+        j = 0
+        for run, arr in stack:
+            if run is None:  # made by this commit: sort and publish it
+                order = np.lexsort((arr[2], arr[1], arr[0]))
+                arr = np.ascontiguousarray(arr[:, order])
+                with self._charge(arr.nbytes, "an event-time history run"):
+                    write_array_file(
+                        files.path(hist_name(gen, j)), arr, "VTAB", durable=self._durable
+                    )
+                run = (gen, j, arr.shape[1])
+                j += 1
+            out.append(run)
+        return out
 
     def rollback(self) -> None:
         """Forget everything written, created or dropped since the last commit."""

@@ -341,6 +341,62 @@ cdef class RowTable:
             return 0
         return self.resolve_many(&slots[0], slots.shape[0])
 
+    # -- event-time history ----------------------------------------------------------------
+
+    def asof_rows(self, const int64_t[::1] slots, const int64_t[::1] times,
+                  const intptr_t[::1] run_addrs, const int64_t[::1] run_lens,
+                  int64_t[::1] rows):
+        """rows[i] = the row of slot slots[i] with the greatest event time <= times[i]
+        (ties: the greater row, i.e. the later write), -1 when there is none or the slot
+        is -1.  History runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event
+        times, rows), sorted by (slot, time, row).  Each run costs two binary searches
+        per key.  Returns the number of corrupt answers (a row out of range, or whose
+        record is another slot's); those read -1."""
+        cdef Py_ssize_t n = slots.shape[0], nr = run_addrs.shape[0], i, r
+        cdef int64_t bad = 0, s, t, m, lo, hi, mid, best_t, best_r, row
+        cdef const int64_t *rs
+        cdef const int64_t *rt
+        cdef const int64_t *rr
+        with nogil:
+            for i in range(n):
+                s = slots[i]
+                t = times[i]
+                best_r = -1
+                best_t = 0
+                if s >= 0:
+                    for r in range(nr):
+                        m = run_lens[r]
+                        rs = <const int64_t *>run_addrs[r]
+                        rt = rs + m
+                        rr = rs + 2 * m
+                        lo = 0  # first entry with slot >= s
+                        hi = m
+                        while lo < hi:
+                            mid = (lo + hi) >> 1
+                            if rs[mid] < s:
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        hi = m  # first entry of a later slot, or with time > t
+                        mid = lo
+                        while mid < hi:
+                            row = (mid + hi) >> 1
+                            if rs[row] < s or (rs[row] == s and rt[row] <= t):
+                                mid = row + 1
+                            else:
+                                hi = row
+                        if mid > lo and rs[mid - 1] == s:  # the last entry <= (s, t)
+                            if best_r < 0 or rt[mid - 1] > best_t or (
+                                    rt[mid - 1] == best_t and rr[mid - 1] > best_r):
+                                best_t = rt[mid - 1]
+                                best_r = rr[mid - 1]
+                if best_r >= 0 and (best_r >= self.n_rows
+                                    or (<const int64_t *>self.record(best_r))[0] != s):
+                    bad += 1
+                    best_r = -1
+                rows[i] = best_r
+        return bad
+
     # -- rows -> bytes -------------------------------------------------------------------
 
     cdef inline void copy_row(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
