@@ -95,3 +95,10 @@ def test_wrong_length_or_shape() -> None:
         to_ns(np.array(["2026-01-01"] * 3, dtype="datetime64[D]"), 2)
     with pytest.raises(DimensionError, match="1-D"):
         to_ns(np.array([["2026-01-01"] * 2], dtype="datetime64[D]"), 2)
+
+
+def test_nanosecond_scalar_fast_path() -> None:
+    t = np.datetime64("2026-01-01T00:00:00.000000001", "ns")
+    assert to_ns(t, 2).tolist() == pandas_ns([t]) * 2
+    with pytest.raises(ParameterError, match="NaT"):
+        to_ns(np.datetime64("NaT", "ns"), 1)

@@ -20,6 +20,7 @@ from mmfs.errors import DimensionError, ParameterError
 __all__ = ["now_ns", "to_datetime64", "to_ns"]
 
 _NS = np.dtype("datetime64[ns]")
+_NAT = np.iinfo(np.int64).min
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
 
@@ -46,10 +47,23 @@ def _one(x: Any) -> np.datetime64:
     )
 
 
+def _ns_scalar(x: object) -> int | None:
+    """A datetime64[ns] scalar's nanoseconds, or None for anything else."""
+    if type(x) is not np.datetime64 or x.dtype != _NS:
+        return None
+    value = int(x.view(np.int64))
+    if value == _NAT:
+        raise ParameterError("event_time holds NaT; every row needs an event time")
+    return value
+
+
 def to_ns(event_time: Any, n: int) -> np.ndarray:
     """Event times as an int64 array of length n (a single time is broadcast)."""
     if event_time is None:
         return np.full(n, now_ns(), dtype=np.int64)
+    fast = _ns_scalar(event_time)
+    if fast is not None:  # the common case: one datetime64[ns]
+        return np.full(n, fast, dtype=np.int64)
     tz = getattr(getattr(event_time, "dt", None), "tz", None) or getattr(event_time, "tz", None)
     if tz is not None:  # a time-zone aware pandas Series or DatetimeIndex
         if hasattr(event_time, "dt"):  # Series

@@ -700,8 +700,7 @@ class FeatureGroup:
 
     def _rows_as_of(self, snap: _Snapshot, keys: Any, as_of: Any) -> tuple[np.ndarray, int]:
         """(rows of keys as of event time(s) as_of; number of corrupt answers)."""
-        slots = snap.index.lookup(keys)
-        slots[slots >= snap.meta.n_slots] = -1  # keys written after a pinned version
+        slots = snap.index.lookup(keys)  # slots of keys newer than the version read -1
         times = to_ns(as_of, slots.shape[0])
         rows = np.empty(slots.shape[0], dtype=_I64)
         bad = snap.table.asof_rows(slots, times, snap.run_addrs, snap.run_lens, rows)

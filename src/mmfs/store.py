@@ -83,7 +83,7 @@ DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 _GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|hist|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
 _INDEX_FILE_RE: Final = re.compile(r"(?:kidx|cat-(\w+?))-(\d{12})-\w+\.mmfs")
 _MAX_RETRIES: Final = 8
-_MAX_PINNED: Final = 16  # snapshots of pinned versions kept open
+_MAX_PINNED: Final = 64  # snapshots of pinned versions kept open (least recently used out)
 _PINNED: Final = (1 << 64) - 1  # the generation of a pinned snapshot: never stale
 
 
@@ -486,8 +486,9 @@ class Store:
             raise NotFoundError(
                 f"group {name!r} of version {v} has been dropped since; its data is gone"
             )
-        snap = self._pinned.get((name, v))
+        snap = self._pinned.pop((name, v), None)
         if snap is not None:
+            self._pinned[(name, v)] = snap  # least recently used first
             return snap
         # Keys keep their slots and categories their codes forever, so the newest key
         # index and dictionaries serve every version (bounded by the version's n_slots).

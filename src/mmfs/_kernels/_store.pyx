@@ -348,7 +348,7 @@ cdef class RowTable:
                   int64_t[::1] rows):
         """rows[i] = the row of slot slots[i] with the greatest event time <= times[i]
         (ties: the greater row, i.e. the later write), -1 when there is none or the slot
-        is -1.  History runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event
+        is -1 or beyond this version's slots.  History runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event
         times, rows), sorted by (slot, time, row).  Each run costs two binary searches
         per key.  Returns the number of corrupt answers (a row out of range, or whose
         record is another slot's); those read -1."""
@@ -363,7 +363,7 @@ cdef class RowTable:
                 t = times[i]
                 best_r = -1
                 best_t = 0
-                if s >= 0:
+                if s >= 0 and s < self.n_slots:  # slots of newer keys: not in this version
                     for r in range(nr):
                         m = run_lens[r]
                         rs = <const int64_t *>run_addrs[r]
