@@ -624,10 +624,10 @@ class FeatureGroup:
         else:
             snap = self._store._version_snapshot(self.name, version)
         kind = type(keys)
-        if as_of is None and (
-            (kind is int and not snap.str_keys) or (kind is str and snap.str_keys)
-        ):
-            return self._get_one(snap, keys, features, missing)
+        if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
+            if as_of is None:
+                return self._get_one(snap, keys, features, missing)
+            return self._get_one_as_of(snap, keys, features, missing, as_of)
         if snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
         if as_of is None:
@@ -672,6 +672,26 @@ class FeatureGroup:
             if row == _store.STALE:
                 snap = self._store._snapshot(self.name, refresh=True)
                 return self._get_one(snap, key, features, missing)
+            raise self._corrupt()
+        if row < 0:
+            if missing != "nan":
+                self._check_missing(snap, key, _NOT_FOUND, missing)
+            return FeatureBatch(snap, plan, key, block, row, _NOT_FOUND, False)
+        return FeatureBatch(snap, plan, key, block, row, _FOUND, True)
+
+    def _get_one_as_of(
+        self, snap: _Snapshot, key: Any, features: Any, missing: str, as_of: Any
+    ) -> FeatureBatch:
+        """One key as of one event time: the key's slot, then one kernel call that
+        searches its history and copies the row."""
+        if snap.table.stale():
+            snap = self._store._snapshot(self.name, refresh=True)
+        plan = snap.default_plan if features is None else snap.plan(features)
+        t = int(to_ns(as_of, 1)[0])
+        in_range = snap.str_keys or -(2**63) <= key < 2**63  # outside int64: absent
+        slot = int(snap.index.lookup(key)[0]) if in_range else -1
+        row, block = snap.table.asof_one(slot, t, snap.run_addrs, snap.run_lens, plan.fields)
+        if block is None:
             raise self._corrupt()
         if row < 0:
             if missing != "nan":

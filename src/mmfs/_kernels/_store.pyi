@@ -49,6 +49,14 @@ class RowTable:
         run_lens: np.ndarray,
         rows: np.ndarray,
     ) -> int: ...
+    def asof_one(
+        self,
+        slot: int,
+        t: int,
+        run_addrs: np.ndarray,
+        run_lens: np.ndarray,
+        plan: FieldPlan,
+    ) -> tuple[int, np.ndarray | None]: ...
     def get_one_int(self, key: int, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
     def get_one_str(self, key: bytes, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
     def gather_plan(

@@ -343,59 +343,78 @@ cdef class RowTable:
 
     # -- event-time history ----------------------------------------------------------------
 
-    def asof_rows(self, const int64_t[::1] slots, const int64_t[::1] times,
-                  const intptr_t[::1] run_addrs, const int64_t[::1] run_lens,
-                  int64_t[::1] rows):
-        """rows[i] = the row of slot slots[i] with the greatest event time <= times[i]
-        (ties: the greater row, i.e. the later write), -1 when there is none or the slot
-        is -1 or beyond this version's slots.  History runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event
-        times, rows), sorted by (slot, time, row).  Each run costs two binary searches
-        per key.  Returns the number of corrupt answers (a row out of range, or whose
-        record is another slot's); those read -1."""
-        cdef Py_ssize_t n = slots.shape[0], nr = run_addrs.shape[0], i, r
-        cdef int64_t bad = 0, s, t, m, lo, hi, mid, best_t, best_r, row
+    cdef int64_t asof_slot(self, int64_t s, int64_t t, const intptr_t *run_addrs,
+                           const int64_t *run_lens, Py_ssize_t nr) noexcept nogil:
+        """The row of slot s with the greatest event time <= t (ties: the greater row,
+        i.e. the later write); -1 when there is none or s is not a slot of this version;
+        K_CORRUPT for a row out of range or whose record is another slot's.  History
+        runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event times, rows),
+        sorted by (slot, time, row); each costs two binary searches."""
+        cdef Py_ssize_t r
+        cdef int64_t m, lo, hi, mid, probe, best_t = 0, best_r = -1
         cdef const int64_t *rs
         cdef const int64_t *rt
         cdef const int64_t *rr
+        if s < 0 or s >= self.n_slots:  # -1, or a key newer than this version
+            return -1
+        for r in range(nr):
+            m = run_lens[r]
+            rs = <const int64_t *>run_addrs[r]
+            rt = rs + m
+            rr = rs + 2 * m
+            lo = 0  # first entry with slot >= s
+            hi = m
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if rs[mid] < s:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            hi = m  # first entry past (s, t)
+            mid = lo
+            while mid < hi:
+                probe = (mid + hi) >> 1
+                if rs[probe] < s or (rs[probe] == s and rt[probe] <= t):
+                    mid = probe + 1
+                else:
+                    hi = probe
+            if mid > lo and rs[mid - 1] == s:  # the last entry <= (s, t)
+                if best_r < 0 or rt[mid - 1] > best_t or (
+                        rt[mid - 1] == best_t and rr[mid - 1] > best_r):
+                    best_t = rt[mid - 1]
+                    best_r = rr[mid - 1]
+        if best_r >= 0 and (best_r >= self.n_rows
+                            or (<const int64_t *>self.record(best_r))[0] != s):
+            return K_CORRUPT
+        return best_r
+
+    def asof_rows(self, const int64_t[::1] slots, const int64_t[::1] times,
+                  const intptr_t[::1] run_addrs, const int64_t[::1] run_lens,
+                  int64_t[::1] rows):
+        """rows[i] = asof_slot(slots[i], times[i]); returns the number of corrupt answers
+        (they read -1)."""
+        cdef Py_ssize_t n = slots.shape[0], nr = run_addrs.shape[0], i
+        cdef int64_t bad = 0, row
+        cdef const intptr_t *ra = &run_addrs[0] if nr else NULL
+        cdef const int64_t *rl = &run_lens[0] if nr else NULL
         with nogil:
             for i in range(n):
-                s = slots[i]
-                t = times[i]
-                best_r = -1
-                best_t = 0
-                if s >= 0 and s < self.n_slots:  # slots of newer keys: not in this version
-                    for r in range(nr):
-                        m = run_lens[r]
-                        rs = <const int64_t *>run_addrs[r]
-                        rt = rs + m
-                        rr = rs + 2 * m
-                        lo = 0  # first entry with slot >= s
-                        hi = m
-                        while lo < hi:
-                            mid = (lo + hi) >> 1
-                            if rs[mid] < s:
-                                lo = mid + 1
-                            else:
-                                hi = mid
-                        hi = m  # first entry of a later slot, or with time > t
-                        mid = lo
-                        while mid < hi:
-                            row = (mid + hi) >> 1
-                            if rs[row] < s or (rs[row] == s and rt[row] <= t):
-                                mid = row + 1
-                            else:
-                                hi = row
-                        if mid > lo and rs[mid - 1] == s:  # the last entry <= (s, t)
-                            if best_r < 0 or rt[mid - 1] > best_t or (
-                                    rt[mid - 1] == best_t and rr[mid - 1] > best_r):
-                                best_t = rt[mid - 1]
-                                best_r = rr[mid - 1]
-                if best_r >= 0 and (best_r >= self.n_rows
-                                    or (<const int64_t *>self.record(best_r))[0] != s):
+                row = self.asof_slot(slots[i], times[i], ra, rl, nr)
+                if row == K_CORRUPT:
                     bad += 1
-                    best_r = -1
-                rows[i] = best_r
+                    row = -1
+                rows[i] = row
         return bad
+
+    def asof_one(self, int64_t slot, int64_t t, const intptr_t[::1] run_addrs,
+                 const int64_t[::1] run_lens, FieldPlan plan):
+        """(row, block) of one slot as of t, like get_one_int (block None when corrupt)."""
+        cdef Py_ssize_t nr = run_addrs.shape[0]
+        cdef int64_t row = self.asof_slot(slot, t, &run_addrs[0] if nr else NULL,
+                                          &run_lens[0] if nr else NULL, nr)
+        if row < -1:
+            return row, None
+        return row, self.one_block(row, plan)
 
     # -- rows -> bytes -------------------------------------------------------------------
 
