@@ -691,18 +691,21 @@ def _reader(path: str, n: int, barrier: Any, queue: Any) -> None:
     gc.collect()
     barrier.wait(600)  # every reader has mapped every page it reads
     after = proc.memory_full_info()
-    queue.put(
-        {
-            "pid": os.getpid(),
-            "uss_before": before.uss,
-            "uss": after.uss - before.uss,
-            "pss": after.pss - before.pss,
-            "rss": after.rss - before.rss,
-            "check": check,
-        }
-    )
+    queue.put(_memory_report(before, after, check))
     barrier.wait(600)
     store.close()
+
+
+def _memory_report(before: Any, after: Any, check: float) -> dict[str, Any]:
+    """What a reader reports: its memory growth (psutil full info) while reading."""
+    return {
+        "pid": os.getpid(),
+        "uss_before": before.uss,
+        "uss": after.uss - before.uss,
+        "pss": after.pss - before.pss,
+        "rss": after.rss - before.rss,
+        "check": check,
+    }
 
 
 _POOL: dict[str, Any] = {}
@@ -724,14 +727,7 @@ def _pool_task(X: np.ndarray) -> dict[str, Any]:
     after = psutil.Process().memory_full_info()
     before = _POOL["before"]
     _POOL["barrier"].wait(600)  # one task per worker, all holding their copy
-    return {
-        "pid": os.getpid(),
-        "uss_before": before.uss,
-        "uss": after.uss - before.uss,
-        "pss": after.pss - before.pss,
-        "rss": after.rss - before.rss,
-        "check": check,
-    }
+    return _memory_report(before, after, check)
 
 
 def _collect(procs: list[Any], queue: Any, timeout: float) -> list[dict[str, Any]]:

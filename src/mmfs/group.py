@@ -673,11 +673,7 @@ class FeatureGroup:
                 snap = self._store._snapshot(self.name, refresh=True)
                 return self._get_one(snap, key, features, missing)
             raise self._corrupt()
-        if row < 0:
-            if missing != "nan":
-                self._check_missing(snap, key, _NOT_FOUND, missing)
-            return FeatureBatch(snap, plan, key, block, row, _NOT_FOUND, False)
-        return FeatureBatch(snap, plan, key, block, row, _FOUND, True)
+        return self._one_batch(snap, plan, key, row, block, missing)
 
     def _get_one_as_of(
         self, snap: _Snapshot, key: Any, features: Any, missing: str, as_of: Any
@@ -693,6 +689,12 @@ class FeatureGroup:
         row, block = snap.table.asof_one(slot, t, snap.run_addrs, snap.run_lens, plan.fields)
         if block is None:
             raise self._corrupt()
+        return self._one_batch(snap, plan, key, row, block, missing)
+
+    def _one_batch(
+        self, snap: _Snapshot, plan: _Plan, key: Any, row: int, block: np.ndarray, missing: str
+    ) -> FeatureBatch:
+        """The batch of a one-key read (row -1: the key is missing)."""
         if row < 0:
             if missing != "nan":
                 self._check_missing(snap, key, _NOT_FOUND, missing)
