@@ -422,6 +422,9 @@ def test_groups_create_describe_drop(tmp_path: Path) -> None:
         store.commit()
         assert reader["a"].get(1)["x"].tolist() == [[1.0, 2.0]]
         assert reader["a"].features == ["x"]
+        # older versions still read the dropped group, until gc drops them
+        assert len(os.listdir(tmp_path / "s" / "groups")) == 3
+        assert store.gc()["bytes_freed"] > 0
         assert len(os.listdir(tmp_path / "s" / "groups")) == 2  # the old files are gone
         reader.close()
 

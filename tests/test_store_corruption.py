@@ -78,7 +78,7 @@ GROUPS = {"ints": ("uid", "int64"), "strs": ("name", "str")}
 ABSENT: dict[str, list[Any]] = {"ints": [-5, 2**62], "strs": ["absent", ""]}
 KINDS = [
     "HEAD", "manifest", "lock", "rows", "pages", "dir", "kidx", "cat", "quant",
-    "sp-idx", "sp-val", "hist",
+    "sp-idx", "sp-val", "hist", "hmin",
 ]  # fmt: skip
 #: The damage done to a file of an older generation (no reader opens it any more).
 DEAD_FILE_DAMAGE = ("foreign-random", "delete", "header-shape", "swap")
@@ -377,7 +377,7 @@ def _kind_of(rel: str) -> str:
         return "lock"
     if name.startswith("manifest-"):
         return "manifest"
-    for prefix in ("rows", "pages", "dir", "kidx", "cat", "quant", "hist"):
+    for prefix in ("rows", "pages", "dir", "kidx", "cat", "quant", "hist", "hmin"):
         if name.startswith(prefix + "-"):
             return prefix
     if name.startswith("sp-"):
@@ -408,7 +408,11 @@ class StoreMap:
             prefixes = [f"{gdir}/kidx-{doc['keys_gen']:012d}-"]
             prefixes += [f"{gdir}/cat-{f}-{g:012d}-" for f, g in doc["categories"].items()]
             live |= {f"{gdir}/quant-{f}-{g:012d}.mmfs" for f, g in doc["quant"].items()}
-            live |= {f"{gdir}/hist-{g:012d}-{j}.mmfs" for g, j, _m in doc["history"]}
+            live |= {
+                f"{gdir}/{kind}-{g:012d}-{j}.mmfs"
+                for g, j, _m in doc["history"]
+                for kind in ("hist", "hmin")
+            }
             for f in self.files:
                 if f.startswith(f"{gdir}/") and (
                     any(f.startswith(p) for p in prefixes)

@@ -127,12 +127,19 @@ def test_version_of_a_group_created_later_or_dropped(tmp_path: Path) -> None:
         store.commit()
         with pytest.raises(NotFoundError, match="has no group 'b'"):
             b.get(1, version=v1)
+        a.write([1], {"x": [5]})
+        store.commit()
         store.drop_group("a")
         store.commit()
-        store.create_group("a", schema={"x": mmfs.scalar("int64")})
+        new_a = store.create_group("a", schema={"x": mmfs.scalar("int64")})
+        new_a.write([1], {"x": [7]})
         store.commit()
-        with pytest.raises(NotFoundError, match="dropped since"):
-            store["a"].get(1, version=v1)
+        # Versions keep reading the group they named, dropped or not, until gc drops them
+        assert new_a.get(1, version=v1)["x"].tolist() == [1]
+        assert new_a.get(1)["x"].tolist() == [7]
+    with mmfs.open(tmp_path / "s", mode="r") as reader:
+        assert reader["a"].get([1], version=v1)["x"].tolist() == [1]
+        assert reader["a"].get([1])["x"].tolist() == [7]
 
 
 def test_keys_added_later_are_absent_from_older_versions(tmp_path: Path) -> None:
@@ -182,3 +189,51 @@ def test_many_pinned_versions(tmp_path: Path) -> None:
         for _ in range(2):
             for i, v in enumerate(vs):
                 assert g.get(i % 7, version=v)["x"].tolist() == [i]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_old_versions_read_the_shared_history(tmp_path: Path, seed: int) -> None:
+    """Every version reads the newest history runs below its own row count: long
+    histories of few keys, late rows with old event times and merged runs, checked at
+    every version and many event times against a brute-force model of the writes."""
+    rng = np.random.default_rng(seed)
+    keys_all: list[np.ndarray] = []
+    times_all: list[np.ndarray] = []
+    counts: dict[int, int] = {}
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        g = store.create_group("g", schema={"x": mmfs.scalar("int64")})
+        written = 0
+        for _ in range(30):
+            n = int(rng.integers(1, 400))
+            keys = rng.integers(0, 3, n)  # thousands of entries per key and run
+            t = rng.integers(0, 60, n)  # old and new event times mixed, many ties
+            g.write(keys, {"x": np.arange(written, written + n)}, event_time=T0 + t * SECOND)
+            keys_all.append(keys)
+            times_all.append(t)
+            written += n
+            counts[store.commit()] = written
+        assert len(store._groups["g"].history) < 30  # runs were merged
+        keys_w = np.concatenate(keys_all)
+        times_w = np.concatenate(times_all)
+        probe_keys = np.repeat(np.arange(4), 8)  # key 3 is never written
+        probe_t = np.tile([-1, 0, 7, 30, 31, 59, 60, 10**6], 4)
+        for v, count in counts.items():
+            got = g.get(probe_keys, version=v, as_of=T0 + probe_t * SECOND)
+            latest = g.get(np.arange(4), version=v)
+            for i, (k, tq) in enumerate(zip(probe_keys.tolist(), probe_t.tolist(), strict=True)):
+                hit = np.flatnonzero((keys_w[:count] == k) & (times_w[:count] <= tq))
+                if hit.shape[0] == 0:
+                    assert got.mask[i], (v, k, tq)
+                    continue
+                best = hit[np.lexsort((hit, times_w[hit]))[-1]]  # latest time, then write
+                assert not got.mask[i], (v, k, tq)
+                assert got["x"][i] == best, (v, k, tq)
+            for k in range(4):
+                hit = np.flatnonzero(keys_w[:count] == k)
+                if hit.shape[0]:
+                    assert latest["x"][k] == hit[np.lexsort((hit, times_w[hit]))[-1]]
+                else:
+                    assert latest.mask[k]
+
+
+SECOND = np.timedelta64(1, "s")

@@ -30,6 +30,7 @@ from mmfs.group import FeatureGroup
 from mmfs.neighbors import knn, radius
 from mmfs.schema import category, dense, scalar, sparse
 from mmfs.store import Store, Version, open
+from mmfs.training import TrainingSet
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "ReadOnlyError",
     "Store",
     "StoreClosedError",
+    "TrainingSet",
     "Version",
     "__version__",
     "category",

@@ -76,6 +76,17 @@ def hist_name(gen: int, j: int) -> str:
     return f"hist-{gen_name(gen)}-{j}.mmfs"
 
 
+def hmin_name(gen: int, j: int) -> str:
+    """The row-minimum levels of history run (gen, j) (see _store.min_levels)."""
+    return f"hmin-{gen_name(gen)}-{j}.mmfs"
+
+
+def pages_prefix(base: int) -> str:
+    """The page arena of a group whose page table was last rewritten whole at
+    generation ``base`` (0: never)."""
+    return "pages" if base == 0 else f"pages@{gen_name(base)}"
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -96,6 +107,8 @@ class GroupMeta:
     n_pages: int = 0
     keys_gen: int | None = None
     dir_gen: int | None = None
+    #: the generation whose page arena holds the pages (compacted: see Store._commit_group)
+    pages_base: int = 0
     categories: dict[str, int | None] = field(default_factory=dict)
     quant: dict[str, int | None] = field(default_factory=dict)
     sparse_elems: dict[str, int] = field(default_factory=dict)
@@ -117,6 +130,7 @@ class GroupMeta:
             "n_pages": self.n_pages,
             "keys_gen": self.keys_gen,
             "dir_gen": self.dir_gen,
+            "pages_base": self.pages_base,
             "categories": self.categories,
             "quant": self.quant,
             "sparse_elems": self.sparse_elems,
@@ -136,10 +150,8 @@ class GroupFiles:
             directory, "rows", np.uint8, lay.record_bytes,
             seg_bits_for(lay.record_bytes, segment_bytes),
         )  # fmt: skip
-        page = 8 << PAGE_BITS
-        self.pages = Arena(
-            directory, "pages", _I64, 1 << PAGE_BITS, seg_bits_for(page, segment_bytes)
-        )
+        self._page_bits = seg_bits_for(8 << PAGE_BITS, segment_bytes)
+        self._pages: dict[int, Arena] = {}
         self.sparse: dict[str, tuple[Arena, Arena]] = {}
         for name, ftype in meta.features.items():
             if isinstance(ftype, Sparse):
@@ -149,8 +161,24 @@ class GroupFiles:
                     Arena(directory, f"sp-{name}-val", np.float32, None, bits),
                 )
 
+    def pages(self, base: int) -> Arena:
+        """The page arena of page-table base generation ``base``."""
+        arena = self._pages.get(base)
+        if arena is None:
+            arena = Arena(self.directory, pages_prefix(base), _I64, 1 << PAGE_BITS, self._page_bits)
+            self._pages[base] = arena
+        return arena
+
+    def page_bases(self) -> list[int]:
+        return list(self._pages)
+
+    def forget_pages(self, base: int) -> None:
+        arena = self._pages.pop(base, None)
+        if arena is not None:
+            arena.close()
+
     def arenas(self) -> list[Arena]:
-        out = [self.rows, self.pages]
+        out = [self.rows, *self._pages.values()]
         for a, b in self.sparse.values():
             out += [a, b]
         return out
@@ -161,6 +189,15 @@ class GroupFiles:
     def close(self) -> None:
         for a in self.arenas():
             a.close()
+
+
+def min_levels_size(m: int) -> int:
+    """The length of the row-minimum levels of a history run of m entries."""
+    total = 0
+    while m > 1:
+        m = (m + 63) >> 6
+        total += m
+    return total
 
 
 def _load_key_index(
@@ -218,6 +255,7 @@ def _stored_format(ftype: FeatureType) -> Any:
     return (np.dtype(fmt), (ftype.stored_bytes if ftype.dtype == "bool" else ftype.dim,))
 
 
+_END_OF_TIME: Final = np.datetime64(np.iinfo(np.int64).max, "ns")
 _FOUND: Final = np.ones(1, dtype=bool)
 _NOT_FOUND: Final = np.zeros(1, dtype=bool)
 _FOUND.flags.writeable = False
@@ -237,9 +275,11 @@ class _Snapshot:
         *,
         index_meta: GroupMeta | None = None,
     ) -> None:
-        """``index_meta``: the (newer) generation whose key index and category
-        dictionaries to read, for a pinned older version (``meta``): keys keep their
-        slots and categories their codes, so newer ones are supersets."""
+        """``index_meta``: for a pinned older version (``meta``), the newest generation of
+        the group, whose key index, category dictionaries and history runs to read: keys
+        keep their slots and categories their codes, so newer ones are supersets, and the
+        runs are read up to the version's row count.  A pinned snapshot has no page
+        table: it reads every key through the history (get as of the end of time)."""
         self.meta = meta
         self.budget = budget
         self._reservations: dict[str, Reservation] = {}
@@ -256,8 +296,10 @@ class _Snapshot:
                 f"group {meta.name!r}: key index holds {len(index)} keys, the manifest "
                 f"says {src.n_slots}"
             )
+        self.pinned = index_meta is not None
         n_dir = (meta.n_slots + (1 << PAGE_BITS) - 1) >> PAGE_BITS
-        if meta.dir_gen is None:
+        if meta.dir_gen is None or self.pinned:
+            n_dir = 0
             directory = np.zeros(0, dtype=_I64)
         else:
             directory = open_array(files.path(f"dir-{gen_name(meta.dir_gen)}.mmfs"), "VTAB")
@@ -267,14 +309,16 @@ class _Snapshot:
                 f"{directory.dtype}, expected ({n_dir},) int64"
             )
         self.index = index
-        page_addrs, page_maps = files.pages.addresses(meta.n_pages)
+        n_pages = 0 if self.pinned else meta.n_pages
+        pages = files.pages(meta.pages_base)
+        page_addrs, page_maps = pages.addresses(n_pages)
         row_addrs, row_maps = files.rows.addresses(meta.n_rows)
         # The kernel reads through raw addresses: this snapshot keeps what they point at
         # mapped for as long as it lives (a FeatureBatch holds its snapshot).
         self._mapped: list[np.ndarray] = [*page_maps, *row_maps]
         self.table = _store.RowTable(
             index.arrays(), self.str_keys, len(index), meta.n_slots, directory,
-            page_addrs, meta.n_pages, PAGE_BITS, files.pages.seg_bits,
+            page_addrs, n_pages, PAGE_BITS, pages.seg_bits,
             row_addrs, meta.n_rows, files.rows.seg_bits,
             files.record_bytes, head, gen,
         )  # fmt: skip
@@ -291,16 +335,31 @@ class _Snapshot:
         }
         for name in meta.quant:
             self.quant(name)
-        runs = [open_array(files.path(hist_name(g, j)), "VTAB") for g, j, _m in meta.history]
-        for (g, j, m), run in zip(meta.history, runs, strict=True):
+        runs, mins = [], []
+        for g, j, m in src.history:
+            run = open_array(files.path(hist_name(g, j)), "VTAB")
+            low = open_array(files.path(hmin_name(g, j)), "VTAB")
             if run.dtype != _I64 or run.shape != (3, m):
                 raise CorruptStoreError(
                     f"{files.path(hist_name(g, j))}: history run of dtype {run.dtype} and "
                     f"shape {run.shape}, expected int64 (3, {m})"
                 )
-        self._mapped += runs
-        self.run_addrs = np.array([r.ctypes.data for r in runs if r.size], dtype=np.intp)
-        self.run_lens = np.array([r.shape[1] for r in runs if r.size], dtype=_I64)
+            if low.dtype != _I64 or low.shape != (min_levels_size(m),):
+                raise CorruptStoreError(
+                    f"{files.path(hmin_name(g, j))}: row minima of dtype {low.dtype} and shape "
+                    f"{low.shape}, expected int64 ({min_levels_size(m)},)"
+                )
+            if m:
+                runs.append(run)
+                mins.append(low)
+        self._mapped += runs + mins
+        self.runs = runs
+        self.run_mins = mins
+        self.table.set_history(
+            np.array([r.ctypes.data for r in runs], dtype=np.intp),
+            np.array([r.shape[1] for r in runs], dtype=_I64),
+            np.array([x.ctypes.data for x in mins], dtype=np.intp),
+        )
         self._sparse_addrs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, (ia, va) in files.sparse.items():
             idx_addrs, idx_maps = ia.addresses(meta.sparse_elems[name])
@@ -460,9 +519,17 @@ class _Snapshot:
 
     def event_times(self, rows: np.ndarray) -> np.ndarray:
         """Event times (int64 ns) of rows (-1 rows read 0)."""
+        return self._header_field(rows, 8)
+
+    def row_slots(self, rows: np.ndarray) -> np.ndarray:
+        """The slot each of rows was written for (-1 rows read 0)."""
+        return self._header_field(rows, 0)
+
+    def _header_field(self, rows: np.ndarray, offset: int) -> np.ndarray:
         out = np.zeros(rows.shape[0], dtype=_I64)
-        eight = np.array([8], dtype=_I64)
-        self.table.gather_plan(rows, _store.FieldPlan(eight, eight), out.view(np.uint8), 1)
+        where = np.array([offset], dtype=_I64)
+        size = np.array([8], dtype=_I64)
+        self.table.gather_plan(rows, _store.FieldPlan(where, size), out.view(np.uint8), 1)
         return out
 
 
@@ -623,6 +690,8 @@ class FeatureGroup:
             snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         else:
             snap = self._store._version_snapshot(self.name, version)
+        if as_of is None and snap.pinned:  # a pinned version reads through the history
+            as_of = _END_OF_TIME
         kind = type(keys)
         if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
             if as_of is None:
@@ -633,12 +702,19 @@ class FeatureGroup:
         if as_of is None:
             rows, bad = self._rows_of(snap, keys, n_threads)
         else:
-            rows, bad = self._rows_as_of(snap, keys, as_of)
+            rows, bad = self._rows_as_of(snap, keys, as_of, n_threads=n_threads)
         if bad:
             raise self._corrupt()
-        found = rows >= 0
         if missing != "nan":
-            self._check_missing(snap, keys, found, missing)
+            self._check_missing(snap, keys, rows >= 0, missing)
+        return self._gather(snap, keys, rows, features, n_threads)
+
+    def _gather(
+        self, snap: _Snapshot, keys: Any, rows: np.ndarray, features: Any, n_threads: int | None
+    ) -> FeatureBatch:
+        """The batch of ``features`` of ``rows`` (-1: missing) of snapshot ``snap``,
+        gathered by one kernel call into one block charged to the memory budget."""
+        found = rows >= 0
         plan = snap.plan(features)
         n = rows.shape[0]
         nbytes = n * plan.row_bytes
@@ -686,7 +762,7 @@ class FeatureGroup:
         t = int(to_ns(as_of, 1)[0])
         in_range = snap.str_keys or -(2**63) <= key < 2**63  # outside int64: absent
         slot = int(snap.index.lookup(key)[0]) if in_range else -1
-        row, block = snap.table.asof_one(slot, t, snap.run_addrs, snap.run_lens, plan.fields)
+        row, block = snap.table.asof_one(slot, t, plan.fields)
         if block is None:
             raise self._corrupt()
         return self._one_batch(snap, plan, key, row, block, missing)
@@ -720,12 +796,22 @@ class FeatureGroup:
                 f"found, e.g. {ks}"
             )
 
-    def _rows_as_of(self, snap: _Snapshot, keys: Any, as_of: Any) -> tuple[np.ndarray, int]:
-        """(rows of keys as of event time(s) as_of; number of corrupt answers)."""
+    def _rows_as_of(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        as_of: Any,
+        *,
+        ttl: int = -1,
+        n_threads: int | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """(rows of keys as of event time(s) as_of, -1 where there is none or, with
+        ``ttl`` >= 0 ns, where it is older than as_of - ttl; number of corrupt answers)."""
         slots = snap.index.lookup(keys)  # slots of keys newer than the version read -1
         times = to_ns(as_of, slots.shape[0])
-        rows = np.empty(slots.shape[0], dtype=_I64)
-        bad = snap.table.asof_rows(slots, times, snap.run_addrs, snap.run_lens, rows)
+        n = slots.shape[0]
+        rows = np.empty(n, dtype=_I64)
+        bad = snap.table.asof_rows(slots, times, rows, ttl, _threads(n, n_threads))
         return rows, bad
 
     def _rows_of(self, snap: _Snapshot, keys: Any, n_threads: int | None) -> tuple[np.ndarray, int]:

@@ -36,12 +36,14 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import numpy as np
 
+from mmfs import training
+from mmfs._kernels import _store
 from mmfs._times import now_ns
 from mmfs.budget import MemoryBudget
 from mmfs.errors import (
@@ -62,6 +64,7 @@ from mmfs.group import (
     _Snapshot,
     gen_name,
     hist_name,
+    hmin_name,
 )
 from mmfs.schema import Dense, check_name, check_schema, feature_from_json, layout
 from mmfs.storage.fileformat import (
@@ -74,14 +77,18 @@ from mmfs.storage.fileformat import (
 )
 from mmfs.storage.keyindex import KeyIndex
 from mmfs.storage.locking import WriterLock
+from mmfs.training import TrainingSet
 
 __all__ = ["Store", "Version", "open"]
 
 HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
-_GEN_FILE_RE: Final = re.compile(r"(?:dir|kidx|hist|cat-\w+?|quant-\w+?)-(\d{12})(?:-\w+)?\.mmfs")
-_INDEX_FILE_RE: Final = re.compile(r"(?:kidx|cat-(\w+?))-(\d{12})-\w+\.mmfs")
+_GEN_FILE_RE: Final = re.compile(
+    r"(?:dir|kidx|hist|hmin|cat-\w+?|quant-\w+?|pages@)-?(\d{12})(?:-\w+)?\.mmfs"
+)
+_SUPERSEDED_RE: Final = re.compile(r"(kidx|dir|hist|hmin|cat-\w+?)-(\d{12})(?:-(\w+))?\.mmfs")
+_PAGES_RE: Final = re.compile(r"pages(?:@(\d{12}))?-\d{6}\.mmfs")
 _MAX_RETRIES: Final = 8
 _MAX_PINNED: Final = 64  # snapshots of pinned versions kept open (least recently used out)
 _PINNED: Final = (1 << 64) - 1  # the generation of a pinned snapshot: never stale
@@ -108,6 +115,9 @@ class Manifest:
     segment_bytes: int
     next_group_id: int
     groups: dict[str, GroupMeta]
+    #: dropped groups that versions still kept name: id -> their last meta (their files
+    #: stay until store.gc drops the last such version)
+    retired: dict[int, GroupMeta]
 
 
 def _read_manifest(source: str, gen: int) -> Manifest:
@@ -123,10 +133,15 @@ def _read_manifest(source: str, gen: int) -> Manifest:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CorruptStoreError(f"{source}: tags must be a list of str")
     parsed = {name: _parse_group(name, g, source) for name, g in groups.items()}
-    next_id = _int(doc, "next_group_id", source)
-    if len({m.id for m in parsed.values()}) != len(parsed) or any(
-        m.id >= next_id for m in parsed.values()
+    retired_docs = doc.get("retired", [])
+    if not isinstance(retired_docs, list) or not all(
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) for r in retired_docs
     ):
+        raise CorruptStoreError(f"{source}: retired must be a list of [name, group]")
+    retired_list = [_parse_group(n, g, source) for n, g in retired_docs]
+    next_id = _int(doc, "next_group_id", source)
+    ids = [m.id for m in parsed.values()] + [m.id for m in retired_list]
+    if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
         raise CorruptStoreError(f"{source}: group ids are not unique and below next_group_id")
     return Manifest(
         gen=gen,
@@ -136,6 +151,7 @@ def _read_manifest(source: str, gen: int) -> Manifest:
         segment_bytes=_int(doc, "segment_bytes", source),
         next_group_id=next_id,
         groups=parsed,
+        retired={m.id: m for m in retired_list},
     )
 
 
@@ -210,6 +226,7 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
             n_pages=_int(doc, "n_pages", src),
             keys_gen=_int(doc, "keys_gen", src, nullable=True),
             dir_gen=_int(doc, "dir_gen", src, nullable=True),
+            pages_base=_int(doc, "pages_base", src),
         )  # fmt: skip
         if layout(features).record_bytes != doc["record_bytes"]:
             raise CorruptStoreError(f"{src}: record size does not match its schema")
@@ -289,6 +306,7 @@ class Store:
         self._manifests: dict[int, Manifest] = {}
         self._pendings: dict[str, _Pending] = {}
         self._dropped: list[GroupMeta] = []
+        self._retired: dict[int, GroupMeta] = {}
         if mode == "a":
             if os.path.exists(self.path) and not os.path.isdir(self.path):
                 raise FormatError(f"{self.path} is not an mmfs store (it is not a directory)")
@@ -361,7 +379,7 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.path, f))
         groups_dir = os.path.join(self.path, "groups")
-        live = {f"g{m.id}": m for m in self._groups.values()}
+        live = {f"g{m.id}": m for m in [*self._groups.values(), *self._retired.values()]}
         if os.path.isdir(groups_dir):
             for d in os.listdir(groups_dir):
                 if d not in live:
@@ -374,7 +392,8 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(files.path(f))
             files.rows.remove_segments_from(files.rows.segments_for(meta.n_rows))
-            files.pages.remove_segments_from(files.pages.segments_for(meta.n_pages))
+            pages = files.pages(meta.pages_base)
+            pages.remove_segments_from(pages.segments_for(meta.n_pages))
             for name, (ia, va) in files.sparse.items():
                 n = meta.sparse_elems[name]
                 ia.remove_segments_from(ia.segments_for(n))
@@ -403,6 +422,7 @@ class Store:
         self._segment_bytes = manifest.segment_bytes
         self._next_id = manifest.next_group_id
         self._groups = manifest.groups
+        self._retired = manifest.retired
         self._gen = gen
         self._drop_snaps()
         if self.mode == "a":
@@ -444,8 +464,9 @@ class Store:
 
     def diff(self, v1: int | str, v2: int | str) -> dict[str, np.ndarray | list[str]]:
         """{group: keys whose current value differs between versions v1 and v2}, for the
-        groups present in both (keys written at one and not the other included).  Pages
-        the two versions share are skipped: the cost is the pages that changed."""
+        groups present in both (keys written at one and not the other included).  Only
+        the rows written between the two versions are looked at: the cost is what
+        changed, not the size of the group."""
         a, b = self.version(v1), self.version(v2)
         out: dict[str, np.ndarray | list[str]] = {}
         for name, meta_b in self._manifest(b).groups.items():
@@ -453,24 +474,60 @@ class Store:
             if meta_a is None or meta_a.id != meta_b.id:
                 continue
             sa, sb = self._version_snapshot(name, a), self._version_snapshot(name, b)
-            n = max(meta_a.n_slots, meta_b.n_slots)
-            n_dir = (n + (1 << PAGE_BITS) - 1) >> PAGE_BITS
-            da = np.full(n_dir, -2, np.int64)
-            db = np.full(n_dir, -2, np.int64)
-            da[: sa.directory.shape[0]] = sa.directory
-            db[: sb.directory.shape[0]] = sb.directory
-            pages = np.flatnonzero(da != db)
-            slots = (pages[:, None] * (1 << PAGE_BITS) + np.arange(1 << PAGE_BITS)).reshape(-1)
-            slots = np.ascontiguousarray(slots[slots < n])
-            ra, rb = slots.copy(), slots.copy()
-            if sa.table.rows_of_slots(ra) or sb.table.rows_of_slots(rb):
-                raise CorruptStoreError(f"group {name!r}: a page table is corrupt")
+            lo, hi = sorted((meta_a.n_rows, meta_b.n_rows))
+            newer = sb if meta_b.n_rows >= meta_a.n_rows else sa
+            slots = np.unique(newer.row_slots(np.arange(lo, hi, dtype=np.int64)))
+            if slots.shape[0] and (slots[0] < 0 or slots[-1] >= newer.meta.n_slots):
+                raise CorruptStoreError(f"group {name!r}: a record names a slot out of range")
+            end = np.full(slots.shape[0], np.iinfo(np.int64).max, dtype=np.int64)
+            ra = np.empty_like(slots)
+            rb = np.empty_like(slots)
+            if sa.table.asof_rows(slots, end, ra) or sb.table.asof_rows(slots, end, rb):
+                raise CorruptStoreError(f"group {name!r}: a history run is corrupt")
             changed = slots[ra != rb]
             keys = sb.index.keys()
             out[name] = (
                 [keys[i] for i in changed.tolist()] if isinstance(keys, list) else keys[changed]
             )
         return out
+
+    def gc(self, keep: int = 1, *, also: Any = ()) -> dict[str, Any]:
+        """Drop old versions: keep the newest ``keep`` ones, every tagged one (a tag pins
+        its version) and those named in ``also`` (ids or tags); delete the rest, and the
+        files of dropped groups that no kept version names.  Returns
+        {"dropped": [version ids], "bytes_freed": int}.
+
+        Safe beside readers: a reader that already reads a dropped version keeps the
+        files it mapped; one that asks for it afterwards gets NotFoundError.  What the
+        newest version knows is never touched: every row stays readable with as_of=,
+        and each commit already deletes the index, page and history files that newer
+        ones replaced."""
+        self._check_writable()
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ParameterError(f"keep must be an int >= 1 (the newest versions), got {keep!r}")
+        refs = [also] if isinstance(also, int | str) else list(also)
+        kept = {self.version(r) for r in refs}
+        versions = self.versions()
+        kept.update(v.id for v in versions[-keep:])
+        kept.update(v.id for v in versions if v.tags)
+        kept.add(self._gen)
+        dropped = [v.id for v in versions if v.id not in kept]
+        named = {m.id for v in kept for m in self._manifest(v).groups.values()}
+        freed = 0
+        for v in dropped:
+            path = _manifest_path(self.path, v)
+            with contextlib.suppress(FileNotFoundError):
+                freed += os.stat(path).st_size
+                os.unlink(path)
+            self._manifests.pop(v, None)
+        for group_id in [i for i in self._retired if i not in named]:
+            directory = os.path.join(self.path, "groups", f"g{group_id}")
+            freed += _tree_bytes(directory)
+            self._delete_group_files(group_id)
+            del self._retired[group_id]  # the next commit's manifest no longer lists it
+        for key in [k for k in self._pinned if k[1] not in kept]:
+            self._pinned.pop(key).drop_caches()
+        return {"dropped": dropped, "bytes_freed": freed}
 
     def _version_snapshot(self, name: str, ref: int | str) -> _Snapshot:
         """The snapshot of group ``name`` as version ``ref`` had it (O(1): its manifest
@@ -481,24 +538,48 @@ class Store:
         meta = self._manifest(v).groups.get(name)
         if meta is None:
             raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")
-        latest = self._committed(name)
-        if latest is None or latest.id != meta.id:
-            raise NotFoundError(
-                f"group {name!r} of version {v} has been dropped since; its data is gone"
-            )
         snap = self._pinned.pop((name, v), None)
         if snap is not None:
             self._pinned[(name, v)] = snap  # least recently used first
             return snap
         # Keys keep their slots and categories their codes forever, so the newest key
-        # index and dictionaries serve every version (bounded by the version's n_slots).
-        snap = _Snapshot(
-            meta, self._files(name), self._head, _PINNED, self._budget, index_meta=latest
-        )
+        # index and dictionaries serve every version (bounded by the version's n_slots),
+        # and the newest history runs hold every row (read below the version's n_rows).
+        for attempt in range(_MAX_RETRIES):
+            latest = self._newest_meta(meta.id)
+            try:
+                snap = _Snapshot(
+                    meta, self._files_of(latest), self._head, _PINNED, self._budget,
+                    index_meta=latest,
+                )  # fmt: skip
+                break
+            except FileNotFoundError as exc:  # superseded by a commit since: reload
+                if not os.path.exists(_manifest_path(self.path, v)):
+                    raise NotFoundError(
+                        f"version {v} of the store {self.path} has been dropped (store.gc)"
+                    ) from None
+                if self.mode == "a" or attempt == _MAX_RETRIES - 1:
+                    raise CorruptStoreError(
+                        f"group {name!r}: the file {exc.filename} is missing; restore the "
+                        "store from a copy"
+                    ) from None
+                self.refresh()
+        assert snap is not None
         if len(self._pinned) >= _MAX_PINNED:
             self._pinned.pop(next(iter(self._pinned))).drop_caches()
         self._pinned[(name, v)] = snap
         return snap
+
+    def _newest_meta(self, group_id: int) -> GroupMeta:
+        """The newest committed meta of the group with id ``group_id`` (retired when it
+        has been dropped)."""
+        for meta in self._groups.values():
+            if meta.id == group_id:
+                return meta
+        meta = self._retired.get(group_id)
+        if meta is None:
+            raise NotFoundError(f"group {group_id} is gone from the store {self.path}")
+        return meta
 
     def _manifest_doc(
         self,
@@ -508,6 +589,7 @@ class Store:
         groups: dict[str, GroupMeta],
         segment_bytes: int,
         next_id: int,
+        retired: dict[int, GroupMeta] | None = None,
     ) -> dict[str, Any]:
         return {
             "format": "mmfs-store",
@@ -519,6 +601,7 @@ class Store:
             "segment_bytes": segment_bytes,
             "next_group_id": next_id,
             "groups": {name: m.to_json() for name, m in groups.items()},
+            "retired": [[m.name, m.to_json()] for m in (retired or {}).values()],
         }
 
     # -- state -----------------------------------------------------------------------------
@@ -584,7 +667,9 @@ class Store:
         return meta
 
     def _files(self, name: str) -> GroupFiles:
-        meta = self._work[name] if self.mode == "a" else self._groups[name]
+        return self._files_of(self._work[name] if self.mode == "a" else self._groups[name])
+
+    def _files_of(self, meta: GroupMeta) -> GroupFiles:
         files = self._files_by_id.get(meta.id)
         if files is None:
             directory = os.path.join(self.path, "groups", f"g{meta.id}")
@@ -794,7 +879,14 @@ class Store:
             if pending is not None and pending.written:
                 self._commit_group(name, meta, pending, gen)
             new[name] = meta
-        doc = self._manifest_doc(gen, message, tag_list, new, self._segment_bytes, self._next_id)
+        retired = dict(self._retired)
+        for meta in self._dropped:
+            committed = self._groups.get(meta.name)
+            if committed is not None and committed.id == meta.id:
+                retired[meta.id] = committed  # older versions still read it: see gc()
+        doc = self._manifest_doc(
+            gen, message, tag_list, new, self._segment_bytes, self._next_id, retired
+        )
         write_json_file(_manifest_path(self.path, gen), doc, "MNFT", durable=self._durable)
         # ---- the commit point: from here on, generation gen is the store ----
         self._write_head(gen)
@@ -808,39 +900,59 @@ class Store:
         dropped, self._dropped = self._dropped, []
         old_groups = self._groups
         self._groups = new
+        self._retired = retired
         self._work = copy.deepcopy(new)
         self._gen = gen
         self._drop_snaps()
         self._drop_pinned()
         for meta in dropped:
-            files = self._files_by_id.pop(meta.id, None)
-            if files is not None:
-                files.close()
-            shutil.rmtree(os.path.join(self.path, "groups", f"g{meta.id}"), ignore_errors=True)
+            if meta.id not in retired:  # never committed: nothing names its files
+                self._delete_group_files(meta.id)
         for name, meta in new.items():
             previous = old_groups.get(name)
             if self._pendings.get(name) is not None and previous and previous.id == meta.id:
                 self._remove_superseded(meta, previous)
         return gen
 
+    def _delete_group_files(self, group_id: int) -> None:
+        files = self._files_by_id.pop(group_id, None)
+        if files is not None:
+            files.close()
+        shutil.rmtree(os.path.join(self.path, "groups", f"g{group_id}"), ignore_errors=True)
+
     def _remove_superseded(self, meta: GroupMeta, previous: GroupMeta) -> None:
-        """Delete key index and category files that neither this commit nor the one before
-        it names.  Keys and codes never change, so the newest index serves every version;
-        the previous one is kept for a reader that is loading it right now (a reader that
-        finds a file gone reloads the newest manifest)."""
-        keep = {meta.keys_gen, previous.keys_gen}
-        keep_cat = {n: {g, previous.categories.get(n)} for n, g in meta.categories.items()}
-        files = self._files(meta.name)
+        """Delete the key index, category, page table and history files that neither this
+        commit nor the one before it names.  Every version reads the newest ones: keys
+        and codes never change, and the newest history runs hold every row (a version
+        reads them below its row count).  The previous generation's are kept for a
+        reader that is loading it right now (a reader that finds a file gone reloads the
+        newest manifest); a snapshot already loaded keeps what it mapped."""
+        both = (meta, previous)
+        keep: dict[str, set[Any]] = {
+            "kidx": {m.keys_gen for m in both},
+            "dir": {m.dir_gen for m in both},
+            "hist": {(g, str(j)) for m in both for g, j, _ in m.history},
+        }
+        keep["hmin"] = keep["hist"]
+        for n, g in meta.categories.items():
+            keep[f"cat-{n}"] = {g, previous.categories.get(n)}
+        bases = {m.pages_base for m in both}
+        files = self._files_of(meta)
         for f in os.listdir(files.directory):
-            m = _INDEX_FILE_RE.fullmatch(f)
-            if m is None:
-                continue
-            gen = int(m.group(2))
-            feature = m.group(1)
-            stale = gen not in keep if feature is None else gen not in keep_cat.get(feature, ())
+            m = _SUPERSEDED_RE.fullmatch(f)
+            if m is not None:
+                kind, gen, part = m.group(1), int(m.group(2)), m.group(3)
+                stale = (gen, part) not in keep[kind] if kind in ("hist", "hmin") else (
+                    gen not in keep.get(kind, (gen,)))  # fmt: skip
+            else:
+                m = _PAGES_RE.fullmatch(f)
+                stale = m is not None and int(m.group(1) or 0) not in bases
             if stale:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(files.path(f))
+        for base in list(files.page_bases()):
+            if base not in bases:
+                files.forget_pages(base)
 
     def _commit_group(self, name: str, meta: GroupMeta, pending: _Pending, gen: int) -> None:
         files = self._files(name)
@@ -857,14 +969,24 @@ class Store:
             old = self._snapshot(name).directory
             directory[: old.shape[0]] = old
         dirty = np.array(sorted(pending.dirty), dtype=np.int64)
+        # Only the newest page table is read (versions read the history runs), so the
+        # pages a commit replaces are garbage: once they outnumber the live ones, the
+        # commit writes the whole table afresh into a new arena (amortised O(changes)).
+        if meta.n_pages + dirty.shape[0] > 2 * n_dir + 64:
+            meta.pages_base, meta.n_pages = gen, 0
+            dirty = np.arange(n_dir, dtype=np.int64)
         pages = np.full((dirty.shape[0], size), -1, dtype=np.int64)
-        for k, p in enumerate(dirty.tolist()):
-            part = pending.latest[p * size : min((p + 1) * size, pending.n_slots)]
-            pages[k, : part.shape[0]] = part
+        if dirty.shape[0] == n_dir:
+            pages.reshape(-1)[: pending.n_slots] = pending.latest[: pending.n_slots]
+        else:
+            for k, p in enumerate(dirty.tolist()):
+                part = pending.latest[p * size : min((p + 1) * size, pending.n_slots)]
+                pages[k, : part.shape[0]] = part
+        arena = files.pages(meta.pages_base)
         with self._charge(pages.nbytes + directory.nbytes, f"the page table of {name}"):
-            files.pages.write(meta.n_pages, pages, durable=durable)
+            arena.write(meta.n_pages, pages, durable=durable)
             if durable:
-                files.pages.flush(meta.n_pages, meta.n_pages + dirty.shape[0])
+                arena.flush(meta.n_pages, meta.n_pages + dirty.shape[0])
             directory[dirty] = meta.n_pages + np.arange(dirty.shape[0])
             write_array_file(
                 files.path(f"dir-{gen_name(gen)}.mmfs"), directory, "VTAB", durable=durable
@@ -899,8 +1021,10 @@ class Store:
         """Add the rows written since the commit as a new event-time history run, sorted
         by (slot, event time, row), then merge runs while the newest holds at least half
         as many entries as the one before (a binary counter: O(log rows) runs, each row
-        rewritten O(log rows) times).  Runs of older generations stay as older versions
-        name them; the merged ones are new files of this generation."""
+        rewritten O(log rows) times).  The merged ones are new files of this generation,
+        each with its row-minimum levels; every version reads the newest runs (below its
+        own row count), so the merged-away ones go once no reader can be loading them
+        (_remove_superseded)."""
         parts = pending.hist
         new = np.stack([np.concatenate([p[k] for p in parts]) for k in range(3)])
         stack: list[tuple[tuple[int, int, int] | None, np.ndarray]] = [
@@ -920,6 +1044,12 @@ class Store:
                     write_array_file(
                         files.path(hist_name(gen, j)), arr, "VTAB", durable=self._durable
                     )
+                    write_array_file(
+                        files.path(hmin_name(gen, j)),
+                        _store.min_levels(arr[2]),
+                        "VTAB",
+                        durable=self._durable,
+                    )
                 run = (gen, j, arr.shape[1])
                 j += 1
             out.append(run)
@@ -935,6 +1065,55 @@ class Store:
         self._drop_snaps()
 
     # -- checking --------------------------------------------------------------------------
+
+    def training_set(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        version: int | str | None = None,
+        ttl: Any = None,
+        time_column: str = "event_time",
+        key_columns: Mapping[str, str] | None = None,
+        n_threads: int | None = None,
+    ) -> TrainingSet:
+        """A point-in-time training set: one row per row of ``entity_df``, in order, its
+        columns kept, and for each of ``features`` (``"group.feature"``, or
+        ``"group.*"`` for all of a group's) the value of the key's row with the greatest
+        event time <= the row's ``time_column`` (and >= it minus ``ttl``, when given);
+        missing otherwise.  Ties in event time: the later write.  ``version`` pins what
+        the store knew (byte-identical after any later writes).  Key columns default to
+        each group's key name.  The whole result is charged to the memory budget; see
+        :meth:`training_batches` for results larger than it.  Specification and
+        examples: docs/training_sets.md."""
+        self._check_open()
+        return training.build(
+            self, entity_df, features, version=version, ttl=ttl, time_column=time_column,
+            key_columns=key_columns, n_threads=n_threads,
+        )  # fmt: skip
+
+    def training_batches(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        *,
+        chunk_rows: int = 1 << 20,
+        version: int | str | None = None,
+        ttl: Any = None,
+        time_column: str = "event_time",
+        key_columns: Mapping[str, str] | None = None,
+        n_threads: int | None = None,
+    ) -> Iterator[TrainingSet]:
+        """:meth:`training_set` streamed: one TrainingSet per ``chunk_rows`` consecutive
+        entity rows, in order, so that only one chunk's output is in memory at a time.
+        ``entity_df`` may also be an iterable of frames (each is cut into chunks).  With
+        ``version=None`` each chunk reads the newest version at the time it is built; pin
+        a version for one consistent answer."""
+        self._check_open()
+        return training.chunks(
+            self, entity_df, features, chunk_rows=chunk_rows, version=version, ttl=ttl,
+            time_column=time_column, key_columns=key_columns, n_threads=n_threads,
+        )  # fmt: skip
 
     def verify(self) -> dict[str, int]:
         """Check every committed file in full (payload checksums, key index invariants,
@@ -963,8 +1142,10 @@ class Store:
             for fname, qgen in meta.quant.items():
                 if qgen is not None:
                     named.append(f"quant-{fname}-{gen_name(qgen)}.mmfs")
+            named += [f(g, j) for g, j, _ in meta.history for f in (hist_name, hmin_name)]
             for f in named:  # payload checksums: every byte of every checksummed file
                 open_array(files.path(f), None, verify=True)
+            self._verify_history(name, snap)
             rows = np.arange(meta.n_slots, dtype=np.int64)
             if snap.table.rows_of_slots(rows) or (rows < 0).any():
                 raise CorruptStoreError(f"group {name!r}: a key has no valid row")
@@ -972,6 +1153,29 @@ class Store:
                 snap.category_table(fname)
             out[name] = meta.n_slots
         return out
+
+    def _verify_history(self, name: str, snap: _Snapshot) -> None:
+        """Every history run sorted, with its row minima; every row in exactly one run,
+        under the slot and event time its record holds."""
+        seen = []
+        for run in snap.runs:
+            order = np.lexsort((run[2], run[1], run[0]))
+            if not np.array_equal(order, np.arange(run.shape[1])):
+                raise CorruptStoreError(f"group {name!r}: a history run is out of order")
+            rows = run[2]
+            if rows.shape[0] and (rows.min() < 0 or rows.max() >= snap.meta.n_rows):
+                raise CorruptStoreError(f"group {name!r}: a history run names a missing row")
+            if not np.array_equal(snap.row_slots(rows), run[0]) or not np.array_equal(
+                snap.event_times(rows), run[1]
+            ):
+                raise CorruptStoreError(f"group {name!r}: a history run disagrees with a record")
+            seen.append(rows)
+        all_rows = np.sort(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+        if not np.array_equal(all_rows, np.arange(snap.meta.n_rows)):
+            raise CorruptStoreError(f"group {name!r}: the history runs do not hold every row once")
+        for run, mins in zip(snap.runs, snap.run_mins, strict=True):
+            if not np.array_equal(mins, _store.min_levels(run[2])):
+                raise CorruptStoreError(f"group {name!r}: a history run's row minima are wrong")
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -1016,6 +1220,17 @@ class Store:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.groups())
+
+
+def _tree_bytes(directory: str) -> int:
+    """Bytes allocated on disk to the files under directory (sparse files count what
+    they hold)."""
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, f)).st_blocks * 512
+    return total
 
 
 def _reopen_store(path: str) -> Store:

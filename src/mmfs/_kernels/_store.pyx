@@ -102,6 +102,114 @@ cdef class FieldPlan:
         self.float_rows = float_rows and self.row_bytes % 4 == 0 and self.row_bytes > 0
 
 
+# -- row-minimum levels of a history run ----------------------------------------------------
+#
+# Versions share the history runs: a run may hold rows newer than the version read, and a
+# version sees only rows below its row count.  To find, among a slot's entries [lo, p],
+# the last one whose row is below that count without walking over every newer entry, a
+# run carries levels of minima: level 0 holds the minimum row of each block of B = 64
+# entries, level k the minimum of each block of B level k-1 values, up to one value.
+
+DEF BB = 6  # log2(B)
+
+
+def min_levels(const int64_t[::1] rows):
+    """The row-minimum levels of a run's rows, concatenated (level 0 first)."""
+    cdef Py_ssize_t m = rows.shape[0], n = m, total = 0, k, j, lo, hi, i, src, dst
+    cdef int64_t v
+    cdef cnp.npy_intp dims[1]
+    while n > 1:
+        n = (n + (1 << BB) - 1) >> BB
+        total += n
+    dims[0] = total
+    out = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+    cdef int64_t[::1] o = out
+    cdef const int64_t *prev = &rows[0] if m else NULL
+    n = m
+    dst = 0
+    with nogil:
+        while n > 1:
+            k = (n + (1 << BB) - 1) >> BB
+            for j in range(k):
+                lo = j << BB
+                hi = min(n, lo + (1 << BB))
+                v = prev[lo]
+                for i in range(lo + 1, hi):
+                    if prev[i] < v:
+                        v = prev[i]
+                o[dst + j] = v
+            prev = &o[dst]
+            dst += k
+            n = k
+    return out
+
+
+cdef int64_t last_below(const int64_t *rows, const int64_t *mins, int64_t m, int64_t lo,
+                        int64_t p, int64_t limit) noexcept nogil:
+    """The greatest i in [lo, p] with rows[i] < limit, or -1."""
+    cdef int64_t i, j, stop, b, n, off, lob, k, kk
+    cdef int64_t offs[12]
+    cdef int64_t lens[12]
+    cdef int nlev = 0
+    n = m
+    off = 0
+    while n > 1 and nlev < 12:
+        n = (n + (1 << BB) - 1) >> BB
+        offs[nlev] = off
+        lens[nlev] = n
+        off += n
+        nlev += 1
+    stop = max(lo, p & ~((<int64_t>1 << BB) - 1))
+    i = p
+    while i >= stop:
+        if rows[i] < limit:
+            return i
+        i -= 1
+    if stop == lo:
+        return -1
+    b = p >> BB  # block of p at level 0, examined up to p
+    k = 0
+    while k < nlev:
+        lob = lo >> (BB * (k + 1))
+        stop = max(lob, b & ~((<int64_t>1 << BB) - 1))
+        j = b - 1
+        while j >= stop:
+            if mins[offs[k] + j] < limit:  # descend into block j of level k
+                kk = k
+                while kk > 0:
+                    lob = lo >> (BB * kk)
+                    i = min(lens[kk - 1] - 1, (j << BB) + (1 << BB) - 1)
+                    stop = max(lob, j << BB)
+                    while i >= stop and mins[offs[kk - 1] + i] >= limit:
+                        i -= 1
+                    if i < stop:
+                        return -1
+                    j = i
+                    kk -= 1
+                i = min(m - 1, (j << BB) + (1 << BB) - 1)
+                stop = max(lo, j << BB)
+                while i >= stop:
+                    if rows[i] < limit:
+                        return i
+                    i -= 1
+                return -1
+            j -= 1
+        if stop == lob:
+            return -1
+        b >>= BB
+        k += 1
+    return -1
+
+
+def last_below_py(const int64_t[::1] rows, const int64_t[::1] mins, int64_t lo, int64_t p,
+                  int64_t limit):
+    """last_below, for the oracle tests (mins: min_levels(rows); 0 <= lo <= p < m)."""
+    if not 0 <= lo <= p < rows.shape[0]:
+        raise ValueError("need 0 <= lo <= p < len(rows)")
+    return last_below(&rows[0], &mins[0] if mins.shape[0] else NULL, rows.shape[0], lo, p,
+                      limit)
+
+
 cdef class RowTable:
     """One committed generation of one feature group, ready to read.
 
@@ -130,6 +238,11 @@ cdef class RowTable:
     cdef const uint64_t *head
     cdef uint64_t generation
     cdef object refs
+    cdef Py_ssize_t n_runs
+    cdef const intptr_t *run_addrs
+    cdef const int64_t *run_lens
+    cdef const intptr_t *min_addrs
+    cdef object hist_refs
 
     def __init__(self, dict keys, bint str_keys, int64_t n_keys, int64_t n_slots,
                  directory, page_addrs, int64_t n_pages, int page_bits, int pseg_bits,
@@ -343,23 +456,35 @@ cdef class RowTable:
 
     # -- event-time history ----------------------------------------------------------------
 
-    cdef int64_t asof_slot(self, int64_t s, int64_t t, const intptr_t *run_addrs,
-                           const int64_t *run_lens, Py_ssize_t nr) noexcept nogil:
+    def set_history(self, run_addrs, run_lens, min_addrs):
+        """The group's event-time history runs: run r is an int64 [3, m] array at
+        run_addrs[r] (slots, event times, rows), sorted by (slot, time, row), with its
+        row-minimum levels at min_addrs[r] (see `min_levels`)."""
+        if not (run_addrs.shape[0] == run_lens.shape[0] == min_addrs.shape[0]):
+            raise ValueError("one address, length and minima address per run")
+        self.hist_refs = (run_addrs, run_lens, min_addrs)
+        self.n_runs = run_addrs.shape[0]
+        self.run_addrs = <const intptr_t *>_addr(run_addrs)
+        self.run_lens = <const int64_t *>_addr(run_lens)
+        self.min_addrs = <const intptr_t *>_addr(min_addrs)
+
+    cdef int64_t asof_slot(self, int64_t s, int64_t t) noexcept nogil:
         """The row of slot s with the greatest event time <= t (ties: the greater row,
-        i.e. the later write); -1 when there is none or s is not a slot of this version;
-        K_CORRUPT for a row out of range or whose record is another slot's.  History
-        runs: run r is an int64 [3, m] array at run_addrs[r] (slots, event times, rows),
-        sorted by (slot, time, row); each costs two binary searches."""
+        i.e. the later write) among the rows this table sees (row < n_rows: the history
+        runs may be newer than the version read); -1 when there is none or s is not a
+        slot of this version; K_CORRUPT for a record that is another slot's.  Per run:
+        two binary searches, and when the entry found is newer than the version, a
+        search of the row-minimum levels for the last older one (O(64 * levels))."""
         cdef Py_ssize_t r
-        cdef int64_t m, lo, hi, mid, probe, best_t = 0, best_r = -1
+        cdef int64_t m, lo, hi, mid, probe, best_t = 0, best_r = -1, i
         cdef const int64_t *rs
         cdef const int64_t *rt
         cdef const int64_t *rr
         if s < 0 or s >= self.n_slots:  # -1, or a key newer than this version
             return -1
-        for r in range(nr):
-            m = run_lens[r]
-            rs = <const int64_t *>run_addrs[r]
+        for r in range(self.n_runs):
+            m = self.run_lens[r]
+            rs = <const int64_t *>self.run_addrs[r]
             rt = rs + m
             rr = rs + 2 * m
             lo = 0  # first entry with slot >= s
@@ -378,40 +503,49 @@ cdef class RowTable:
                     mid = probe + 1
                 else:
                     hi = probe
-            if mid > lo and rs[mid - 1] == s:  # the last entry <= (s, t)
-                if best_r < 0 or rt[mid - 1] > best_t or (
-                        rt[mid - 1] == best_t and rr[mid - 1] > best_r):
-                    best_t = rt[mid - 1]
-                    best_r = rr[mid - 1]
-        if best_r >= 0 and (best_r >= self.n_rows
-                            or (<const int64_t *>self.record(best_r))[0] != s):
+            if mid == lo or rs[mid - 1] != s:
+                continue
+            i = mid - 1  # the last entry <= (s, t); the last one this version sees:
+            if rr[i] >= self.n_rows:
+                i = last_below(rr, <const int64_t *>self.min_addrs[r], m, lo, i, self.n_rows)
+                if i < 0:
+                    continue
+            if rr[i] < 0:
+                return K_CORRUPT
+            if best_r < 0 or rt[i] > best_t or (rt[i] == best_t and rr[i] > best_r):
+                best_t = rt[i]
+                best_r = rr[i]
+        if best_r >= 0 and (<const int64_t *>self.record(best_r))[0] != s:
             return K_CORRUPT
         return best_r
 
     def asof_rows(self, const int64_t[::1] slots, const int64_t[::1] times,
-                  const intptr_t[::1] run_addrs, const int64_t[::1] run_lens,
-                  int64_t[::1] rows):
-        """rows[i] = asof_slot(slots[i], times[i]); returns the number of corrupt answers
-        (they read -1)."""
-        cdef Py_ssize_t n = slots.shape[0], nr = run_addrs.shape[0], i
+                  int64_t[::1] rows, int64_t ttl=-1, int n_threads=1):
+        """rows[i] = asof_slot(slots[i], times[i]), or -1 when ttl >= 0 and that row's
+        event time is before times[i] - ttl; returns the number of corrupt answers (they
+        read -1).  Each answer is independent: the result is the same for any
+        n_threads."""
+        cdef Py_ssize_t n = slots.shape[0], i
         cdef int64_t bad = 0, row
-        cdef const intptr_t *ra = &run_addrs[0] if nr else NULL
-        cdef const int64_t *rl = &run_lens[0] if nr else NULL
-        with nogil:
-            for i in range(n):
-                row = self.asof_slot(slots[i], times[i], ra, rl, nr)
-                if row == K_CORRUPT:
-                    bad += 1
-                    row = -1
-                rows[i] = row
+        if n == 0:
+            return 0
+        for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+            row = self.asof_slot(slots[i], times[i])
+            if row == K_CORRUPT:
+                bad += 1
+                row = -1
+            elif row >= 0 and ttl >= 0 and (
+                    <uint64_t>times[i] - <uint64_t>self.event_time(row) > <uint64_t>ttl):
+                row = -1
+            rows[i] = row
         return bad
 
-    def asof_one(self, int64_t slot, int64_t t, const intptr_t[::1] run_addrs,
-                 const int64_t[::1] run_lens, FieldPlan plan):
+    cdef inline int64_t event_time(self, int64_t row) noexcept nogil:
+        return (<const int64_t *>self.record(row))[1]
+
+    def asof_one(self, int64_t slot, int64_t t, FieldPlan plan):
         """(row, block) of one slot as of t, like get_one_int (block None when corrupt)."""
-        cdef Py_ssize_t nr = run_addrs.shape[0]
-        cdef int64_t row = self.asof_slot(slot, t, &run_addrs[0] if nr else NULL,
-                                          &run_lens[0] if nr else NULL, nr)
+        cdef int64_t row = self.asof_slot(slot, t)
         if row < -1:
             return row, None
         return row, self.one_block(row, plan)
