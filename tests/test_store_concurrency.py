@@ -319,6 +319,96 @@ def test_readers_see_whole_commits_while_a_writer_commits(tmp_path: Path) -> Non
     assert len(union) >= 5, sorted(union)
 
 
+_PINNED_READER = (
+    r"""
+import json
+import sys
+
+import mmfs
+
+path, final, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(seed)
+errors = []
+"""
+    + _READER[_READER.index("def err(msg):") : _READER.index("store = mmfs.open(")]
+    + r"""
+store = mmfs.open(path, mode="r")
+g = store["g"]
+print("ready", flush=True)
+checked = gone = 0
+while True:
+    done = store.refresh() >= final
+    listed = store.versions()
+    v = int(rng.choice([x.id for x in listed if x.id >= 1]))
+    tagged = any(x.tags for x in listed if x.id == v)
+    try:
+        b = g.get(key_of(np.arange(n_keys(v) + 3)), version=v)
+    except mmfs.NotFoundError:
+        gone += 1  # dropped by gc since it was listed: allowed unless it is tagged
+        if tagged:
+            err(f"tagged version {v} is gone")
+        continue
+    if b.found[: n_keys(v)].sum() != n_keys(v) or b.found[n_keys(v) :].any():
+        err(f"version {v}: found {int(b.found.sum())} keys, expected {n_keys(v)}")
+    seen = check_rows(b, f"version {v}")
+    if seen != v:
+        err(f"version {v}: read rows of version {seen}")
+    checked += 1
+    if done and checked >= 30:
+        break
+print(json.dumps({"errors": errors, "checked": checked, "gone": gone}), flush=True)
+"""
+)
+
+
+def test_pinned_readers_keep_their_versions_while_a_writer_commits_and_collects(
+    tmp_path: Path,
+) -> None:
+    """Reader processes read random earlier versions (every key, version=v) while the
+    writer commits and runs store.gc: a version read is exactly that version, torn
+    rows never show, and tagged versions are never collected."""
+    ns = _shared()
+    final = 40
+    path = str(tmp_path / "s")
+    writer = mmfs.open(path, segment_bytes=4096, durability="none")
+    writer.create_group("g", key="k", schema={
+        "version": mmfs.scalar("int64"), "emb": mmfs.dense(ns["DIM"]), "cat": mmfs.category(),
+        "tags": mmfs.sparse(ns["SP_DIM"]), "check": mmfs.scalar("int64"),
+    })  # fmt: skip
+    for version in range(1, 4):
+        _write_version(writer, ns, version)
+    procs = [_spawn(_SHARED + _PINNED_READER, path, str(final), str(seed)) for seed in range(2)]
+    try:
+        lines = [_Lines(p) for p in procs]
+        for rd in lines:
+            assert rd.line(120) == "ready"
+        for version in range(4, final + 1):
+            v = ns["version_values"](version)
+            n = v["keys"].shape[0]
+            tags = sp.csr_matrix(sp.coo_matrix(v["tags"], shape=(n, ns["SP_DIM"])))
+            writer["g"].write(
+                v["keys"],
+                {"version": v["version"], "emb": v["emb"], "cat": v["cat"], "tags": tags,
+                 "check": v["check"]},
+            )  # fmt: skip
+            writer.commit(f"version {version}", tags=[f"t{version}"] if version % 7 == 0 else None)
+            if version % 5 == 0:
+                writer.gc(keep=4)
+        results = [json.loads(rd.line(180)) for rd in lines]
+        for p in procs:
+            assert p.wait(60) == 0
+    finally:
+        _finish(procs)
+        writer.close()
+    problems = [f"reader {i}: {e}" for i, res in enumerate(results) for e in res["errors"]]
+    assert not problems, "\n".join(problems[:10])
+    assert all(res["checked"] >= 30 for res in results)
+    with mmfs.open(path, mode="r") as reader:  # tagged versions survived every gc
+        kept = [v.id for v in reader.versions()]
+        assert {7, 14, 21, 28, 35} <= set(kept)
+        assert len(kept) <= 5 + 4 + 1
+
+
 def test_reader_sees_a_group_created_after_it_opened(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     with mmfs.open(path) as writer:

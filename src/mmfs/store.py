@@ -530,11 +530,12 @@ class Store:
         return {"dropped": dropped, "bytes_freed": freed}
 
     def _version_snapshot(self, name: str, ref: int | str) -> _Snapshot:
-        """The snapshot of group ``name`` as version ``ref`` had it (O(1): its manifest
-        names its page directory; cached)."""
+        """The snapshot of group ``name`` as version ``ref`` had it: its manifest's row
+        and slot counts over the newest key index and history runs (independent of the
+        number of versions; the 64 most recently used are cached)."""
         v = self.version(ref)
-        if v == self._gen:
-            return self._snapshot(name)
+        # Even the newest version gets a pinned snapshot: the live one moves on with the
+        # next commit, a pinned read must not.
         meta = self._manifest(v).groups.get(name)
         if meta is None:
             raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")

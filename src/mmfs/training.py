@@ -143,7 +143,7 @@ class TrainingSet:
             for name, f in zip(names, feats, strict=True):
                 cols[name] = _column(batch, f, n, pd)
             frames.append(pd.DataFrame(cols))
-        out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1, copy=False)
+        out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
         out = out[self.features]  # request order
         for pos, (name, values) in enumerate(self._columns.items()):
             out.insert(pos, name, values)
