@@ -7,6 +7,7 @@ the same writes; every pinned read must equal it, byte for byte, after any later
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,61 @@ def test_old_versions_read_the_shared_history(tmp_path: Path, seed: int) -> None
 
 
 SECOND = np.timedelta64(1, "s")
+
+
+def test_gc_keeps_the_newest_tagged_and_named_versions(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        g = store.create_group("g", schema={"x": mmfs.scalar("int64")})
+        ids = []
+        for i in range(8):
+            g.write([1, 2], {"x": [i, 10 * i]}, event_time=T0 + i * SECOND)
+            ids.append(store.commit(f"c{i}", tags=["gold"] if i == 2 else None))
+        with pytest.raises(ParameterError, match="keep"):
+            store.gc(keep=0)
+        with pytest.raises(NotFoundError):
+            store.gc(also=["no-such-tag"])
+        out = store.gc(keep=2, also=[ids[4]])
+        kept = [v.id for v in store.versions()]
+        assert kept == [ids[2], ids[4], ids[6], ids[7]]
+        assert sorted(out["dropped"]) == sorted(set(range(ids[-1] + 1)) - set(kept))
+        for v in out["dropped"]:
+            with pytest.raises(NotFoundError):
+                g.get(1, version=v)
+        assert g.get([1, 2], version="gold")["x"].tolist() == [2, 20]
+        assert g.get([1, 2], version=ids[4])["x"].tolist() == [4, 40]
+        # what the newest version knows is untouched: every row, as of any time
+        for i in range(8):
+            assert g.get(1, as_of=T0 + i * SECOND)["x"].tolist() == [i]
+        sizes = [os.stat(tmp_path / "s" / f"manifest-{v:012d}.mmfs").st_size for v in ids[4:7:2]]
+        assert store.gc(keep=1) == {"dropped": [ids[4], ids[6]], "bytes_freed": sum(sizes)}
+        assert [v.id for v in store.versions()] == [ids[2], ids[7]]
+
+
+def test_gc_reclaims_a_dropped_group_beside_a_reader_that_still_reads_it(tmp_path: Path) -> None:
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        a = store.create_group("a", schema={"x": mmfs.dense(64)})
+        a.write(np.arange(500), {"x": np.ones((500, 64))})
+        v1 = store.commit()
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        pinned = reader["a"].get(np.arange(500), version=v1)  # maps the group's files
+        store.drop_group("a")
+        store.commit()
+        with mmfs.open(tmp_path / "s", mode="r") as other:  # still there for old versions
+            old_a = other.group("a", version=v1)
+            np.testing.assert_array_equal(old_a.get([7])["x"], 1.0)
+            assert old_a.features == ["x"]
+            with pytest.raises(NotFoundError):
+                other["a"]
+        out = store.gc()
+        assert v1 in out["dropped"]
+        assert out["bytes_freed"] >= 500 * 64 * 4
+        assert os.listdir(tmp_path / "s" / "groups") == []
+        np.testing.assert_array_equal(pinned["x"], 1.0)  # the reader's batch is intact
+        with pytest.raises(NotFoundError):
+            reader.group("a", version=v1)
+        reader.close()
+        # the next commit's manifest no longer lists the dropped group's files
+        store.commit()
+    with mmfs.open(tmp_path / "s") as store:
+        assert store.groups() == []
+        assert os.listdir(tmp_path / "s" / "groups") == []

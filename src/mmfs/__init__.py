@@ -27,6 +27,7 @@ from mmfs.errors import (
 )
 from mmfs.featurebatch import FeatureBatch
 from mmfs.group import FeatureGroup
+from mmfs.lineage import register_function, registered_functions
 from mmfs.neighbors import knn, radius
 from mmfs.schema import category, dense, scalar, sparse
 from mmfs.store import Store, Version, open
@@ -61,7 +62,9 @@ __all__ = [
     "knn",
     "open",
     "radius",
+    "register_function",
     "register_metric",
+    "registered_functions",
     "registered_metrics",
     "scalar",
     "show_config",

@@ -114,6 +114,11 @@ class GroupMeta:
     sparse_elems: dict[str, int] = field(default_factory=dict)
     #: event-time history runs (generation, number, entries): see _Snapshot.asof_rows
     history: list[tuple[int, int, int]] = field(default_factory=list)
+    #: the group's definition version: 1 at creation, +1 at each store.alter_group
+    definition: int = 1
+    #: per feature: created_ns, definition (the one that gave it its type), description,
+    #: owner, tags, derived (None, or how it was computed: see mmfs.lineage)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +140,8 @@ class GroupMeta:
             "quant": self.quant,
             "sparse_elems": self.sparse_elems,
             "history": [list(run) for run in self.history],
+            "definition": self.definition,
+            "info": self.info,
         }
 
 
@@ -242,6 +249,7 @@ class _Plan(NamedTuple):
     # Features read straight from the block (scalars, float32/float16 vectors):
     # name -> (dtype, byte offset in a record, shape and strides after the key axis).
     views: dict[str, tuple[np.dtype, int, tuple[int, ...], tuple[int, ...]]]
+    reads: list[int]  # [calls, keys] read with this plan (folded into Store.read_counts)
 
 
 def _stored_format(ftype: FeatureType) -> Any:
@@ -324,6 +332,7 @@ class _Snapshot:
         )  # fmt: skip
         self.directory = directory
         self._plans: dict[Any, _Plan] = {}
+        self.read_counts: dict[str, list[int]] = {}
         self.default_plan = self.plan(None)
         self._categories: dict[str, np.ndarray] = {}
         self._quant: dict[str, np.ndarray] = {}
@@ -406,10 +415,26 @@ class _Snapshot:
                 sub, offset = fields_of[n][0], fields_of[n][1]
                 if isinstance(t, Scalar) or (isinstance(t, Dense) and t.dtype.startswith("float")):
                     views[n] = (sub.base, offset, sub.shape, (sub.base.itemsize,) * len(sub.shape))
-            plan = _Plan(names, fields, fields.row_bytes, dtype, fields.float_rows, views)
-            if len(self._plans) < 64:
-                self._plans[key] = plan
+            plan = _Plan(names, fields, fields.row_bytes, dtype, fields.float_rows, views, [0, 0])
+            if len(self._plans) >= 64:  # keep the newest plans; keep the counts of all
+                self.fold_reads(self._plans.pop(next(iter(self._plans))))
+            self._plans[key] = plan
         return plan
+
+    def fold_reads(self, plan: _Plan) -> None:
+        calls, keys = plan.reads
+        for name in plan.names:
+            c = self.read_counts.setdefault(name, [0, 0])
+            c[0] += calls
+            c[1] += keys
+        plan.reads[:] = [0, 0]
+
+    def take_reads(self) -> dict[str, list[int]]:
+        """{feature: [calls, keys]} read through this snapshot since the last take."""
+        for plan in [self.default_plan, *self._plans.values()]:
+            self.fold_reads(plan)
+        out, self.read_counts = self.read_counts, {}
+        return out
 
     # -- decoding (FeatureBatch calls these) ---------------------------------------------
 
@@ -608,13 +633,16 @@ def _new_keys(index: KeyIndex, keys: Any, str_keys: bool) -> tuple[np.ndarray, A
 class FeatureGroup:
     """Features of one entity kind, keyed by ``key`` (see :mod:`mmfs.group`).
 
-    Get one from :meth:`mmfs.Store.create_group` or ``store[name]``."""
+    Get one from :meth:`mmfs.Store.create_group` or ``store[name]``, or bound to a
+    version with ``store.group(name, version=v)`` (reads default to that version; a
+    group dropped since is still there)."""
 
-    __slots__ = ("_store", "name")
+    __slots__ = ("_store", "_version", "name")
 
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, version: int | None = None) -> None:
         self._store = store
         self.name = name
+        self._version = version
 
     def __repr__(self) -> str:
         meta = self._meta()
@@ -624,9 +652,11 @@ class FeatureGroup:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen_group, (self._store.path, self.name))
+        return (_reopen_group, (self._store.path, self.name, self._version))
 
     def _meta(self) -> GroupMeta:
+        if self._version is not None:
+            return self._store._version_meta(self.name, self._version)
         return self._store._group_meta(self.name)
 
     @property
@@ -687,6 +717,8 @@ class FeatureGroup:
         if missing != "nan" and missing != "raise":
             raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
         if version is None:
+            version = self._version
+        if version is None:
             snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         else:
             snap = self._store._version_snapshot(self.name, version)
@@ -717,6 +749,8 @@ class FeatureGroup:
         found = rows >= 0
         plan = snap.plan(features)
         n = rows.shape[0]
+        plan.reads[0] += 1
+        plan.reads[1] += n
         nbytes = n * plan.row_bytes
         if nbytes > 1 << 20:
             self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
@@ -771,6 +805,9 @@ class FeatureGroup:
         self, snap: _Snapshot, plan: _Plan, key: Any, row: int, block: np.ndarray, missing: str
     ) -> FeatureBatch:
         """The batch of a one-key read (row -1: the key is missing)."""
+        counts = plan.reads
+        counts[0] += 1
+        counts[1] += 1
         if row < 0:
             if missing != "nan":
                 self._check_missing(snap, key, _NOT_FOUND, missing)
@@ -1124,7 +1161,7 @@ def _materialise(keys: Any) -> Any:
         return keys  # not iterable: the key checks say what is wrong with it
 
 
-def _reopen_group(path: str, name: str) -> FeatureGroup:
+def _reopen_group(path: str, name: str, version: int | None = None) -> FeatureGroup:
     from mmfs.store import open as open_store
 
-    return open_store(path, mode="r")[name]
+    return open_store(path, mode="r").group(name, version=version)

@@ -42,7 +42,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from mmfs import training
+from mmfs import lineage, training
 from mmfs._kernels import _store
 from mmfs._times import now_ns
 from mmfs.budget import MemoryBudget
@@ -251,6 +251,8 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
         ):
             raise CorruptStoreError(f"{src}: history must be a list of [gen, number, entries]")
         meta.history = [(r[0], r[1], r[2]) for r in history]
+        meta.definition = _int(doc, "definition", src)
+        meta.info = lineage.check_info(doc["info"], features, src)
         if sum(r[2] for r in history) != meta.n_rows:
             raise CorruptStoreError(f"{src}: its history runs do not hold every row once")
     except KeyError as exc:
@@ -307,6 +309,8 @@ class Store:
         self._pendings: dict[str, _Pending] = {}
         self._dropped: list[GroupMeta] = []
         self._retired: dict[int, GroupMeta] = {}
+        self._tags: dict[str, int] = {}
+        self._read_totals: dict[str, dict[str, list[int]]] = {}
         if mode == "a":
             if os.path.exists(self.path) and not os.path.isdir(self.path):
                 raise FormatError(f"{self.path} is not an mmfs store (it is not a directory)")
@@ -457,10 +461,13 @@ class Store:
                     f"the store {self.path} has versions 0 to {self._gen}, not {ref}"
                 )
             return int(ref)
-        for v in self.versions():
-            if ref in v.tags:
-                return v.id
-        raise NotFoundError(f"no version of the store {self.path} is tagged {ref!r}")
+        v = self._tags.get(ref)  # tags are unique, immutable and never collected
+        if v is None:
+            self._tags = {t: x.id for x in self.versions() for t in x.tags}
+            v = self._tags.get(ref)
+            if v is None:
+                raise NotFoundError(f"no version of the store {self.path} is tagged {ref!r}")
+        return v
 
     def diff(self, v1: int | str, v2: int | str) -> dict[str, np.ndarray | list[str]]:
         """{group: keys whose current value differs between versions v1 and v2}, for the
@@ -526,7 +533,7 @@ class Store:
             self._delete_group_files(group_id)
             del self._retired[group_id]  # the next commit's manifest no longer lists it
         for key in [k for k in self._pinned if k[1] not in kept]:
-            self._pinned.pop(key).drop_caches()
+            self._retire(self._pinned.pop(key))
         return {"dropped": dropped, "bytes_freed": freed}
 
     def _version_snapshot(self, name: str, ref: int | str) -> _Snapshot:
@@ -536,9 +543,7 @@ class Store:
         v = self.version(ref)
         # Even the newest version gets a pinned snapshot: the live one moves on with the
         # next commit, a pinned read must not.
-        meta = self._manifest(v).groups.get(name)
-        if meta is None:
-            raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")
+        meta = self._version_meta(name, v)
         snap = self._pinned.pop((name, v), None)
         if snap is not None:
             self._pinned[(name, v)] = snap  # least recently used first
@@ -567,7 +572,7 @@ class Store:
                 self.refresh()
         assert snap is not None
         if len(self._pinned) >= _MAX_PINNED:
-            self._pinned.pop(next(iter(self._pinned))).drop_caches()
+            self._retire(self._pinned.pop(next(iter(self._pinned))))
         self._pinned[(name, v)] = snap
         return snap
 
@@ -742,13 +747,35 @@ class Store:
 
     def _drop_snaps(self) -> None:
         for snap in getattr(self, "_snaps", {}).values():
-            snap.drop_caches()
+            self._retire(snap)
         self._snaps = {}
 
     def _drop_pinned(self) -> None:
         for snap in self._pinned.values():
-            snap.drop_caches()
+            self._retire(snap)
         self._pinned = {}
+
+    def _retire(self, snap: _Snapshot) -> None:
+        """Release a snapshot's caches and keep its read counts."""
+        snap.drop_caches()
+        self._retire_counts(snap)
+
+    def read_counts(self, group: str) -> dict[str, dict[str, int]]:
+        """{feature: {"calls": n, "keys": n}}: reads of a group's features by this process
+        since it opened the store (readers cannot write the store, so counts are per
+        process; export them through a monitoring hook to aggregate)."""
+        for snap in [*self._snaps.values(), *self._pinned.values()]:
+            if snap.meta.name == group:
+                self._retire_counts(snap)
+        totals = self._read_totals.get(group, {})
+        return {f: {"calls": c, "keys": k} for f, (c, k) in totals.items()}
+
+    def _retire_counts(self, snap: _Snapshot) -> None:
+        totals = self._read_totals.setdefault(snap.meta.name, {})
+        for name, (calls, keys) in snap.take_reads().items():
+            c = totals.setdefault(name, [0, 0])
+            c[0] += calls
+            c[1] += keys
 
     @property
     def budget(self) -> MemoryBudget | None:
@@ -771,10 +798,24 @@ class Store:
     def __getitem__(self, name: str) -> FeatureGroup:
         return self.group(name)
 
-    def group(self, name: str) -> FeatureGroup:
-        """The feature group ``name`` (NotFoundError when there is none)."""
-        self._group_meta(name)
-        return FeatureGroup(self, name)
+    def group(self, name: str, *, version: int | str | None = None) -> FeatureGroup:
+        """The feature group ``name`` (NotFoundError when there is none); with
+        ``version``, the group as that version had it (dropped since or not), its reads
+        pinned to that version."""
+        if version is None:
+            self._group_meta(name)
+            return FeatureGroup(self, name)
+        v = self.version(version)
+        self._version_meta(name, v)
+        return FeatureGroup(self, name, v)
+
+    def _version_meta(self, name: str, v: int) -> GroupMeta:
+        if v in self._manifests and not os.path.exists(_manifest_path(self.path, v)):
+            del self._manifests[v]  # dropped by store.gc since it was read
+        meta = self._manifest(v).groups.get(name)
+        if meta is None:
+            raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")
+        return meta
 
     def create_group(
         self,
@@ -810,6 +851,7 @@ class Store:
             quant={n: None for n, t in features.items() if _is_int8(t)},
             sparse_elems={n: 0 for n, t in features.items() if t.kind == "sparse"},
         )  # fmt: skip
+        meta.info = {n: lineage.new_info(meta.created_ns, 1) for n in features}
         os.makedirs(os.path.join(self.path, "groups", f"g{meta.id}"), exist_ok=True)
         self._next_id += 1
         self._work[name] = meta
@@ -823,11 +865,16 @@ class Store:
         self._pendings.pop(name, None)
         dropped_snap = self._snaps.pop(name, None)
         if dropped_snap is not None:
-            dropped_snap.drop_caches()
+            self._retire(dropped_snap)
         self._dropped.append(meta)
 
     def describe(self, name: str | None = None) -> dict[str, Any]:
-        """Metadata of one group, or of the store and all its groups."""
+        """Metadata of the store and all its groups; of one group (``"users"``); or of one
+        feature (``"users.clicks"``, or ``"users.clicks@12"`` as version 12 had it):
+        type, description, owner, tags, created, last written, definition version, how
+        it was derived, and this process's read counts."""
+        if name is not None and "." in name:
+            return self._describe_feature(name)
         if name is None:
             return {
                 "path": self.path,
@@ -848,7 +895,210 @@ class Store:
             "created": np.datetime64(meta.created_ns, "ns"),
             "last_written": None if committed is None or committed.written_ns is None
             else np.datetime64(committed.written_ns, "ns"),
+            "definition": meta.definition,
         }  # fmt: skip
+
+    def _describe_feature(self, ref: str) -> dict[str, Any]:
+        name, _, at = ref.partition("@")
+        group, feature = lineage.split_feature(name)
+        if at:
+            if not at.isdigit():
+                raise ParameterError(f'a feature at a version is "group.feature@<id>", got {ref!r}')
+            meta = self._version_meta(group, self.version(int(at)))
+            committed: GroupMeta | None = meta
+        else:
+            meta = self._group_meta(group)
+            committed = self._committed(group)
+        if feature not in meta.features:
+            raise NotFoundError(
+                f"group {group!r} has no feature {feature!r}: {list(meta.features)}"
+            )
+        info = meta.info[feature]
+        reads = self.read_counts(group).get(feature, {"calls": 0, "keys": 0})
+        return {
+            "feature": ref,
+            "group": group,
+            "type": meta.features[feature].to_json(),
+            "description": info["description"],
+            "owner": info["owner"],
+            "tags": list(info["tags"]),
+            "created": np.datetime64(info["created_ns"], "ns"),
+            "last_written": None if committed is None or committed.written_ns is None
+            else np.datetime64(committed.written_ns, "ns"),
+            "definition": info["definition"],
+            "derived": copy.deepcopy(info["derived"]),
+            "reads": reads,
+        }  # fmt: skip
+
+    def annotate(
+        self,
+        feature: str,
+        *,
+        description: str | None = None,
+        owner: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        """Set a feature's description, owner or tags (published by the next commit)."""
+        self._check_writable()
+        group, name = lineage.split_feature(feature)
+        meta = self._group_meta(group)
+        if name not in meta.features:
+            raise NotFoundError(f"group {group!r} has no feature {name!r}: {list(meta.features)}")
+        for what, value in (("description", description), ("owner", owner)):
+            if value is not None and not isinstance(value, str):
+                raise ParameterError(f"{what} must be a str, got {value!r}")
+        if tags is not None and (
+            isinstance(tags, str) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ParameterError(f"tags must be a list of str, got {tags!r}")
+        info = meta.info[name]
+        if description is not None:
+            info["description"] = description
+        if owner is not None:
+            info["owner"] = owner
+        if tags is not None:
+            info["tags"] = list(dict.fromkeys(tags))
+
+    def lineage(self, feature: str) -> dict[str, Any]:
+        """The dependency graph of a feature: {"feature", "nodes": {"group.feature[@v]":
+        describe() of it}, "edges": [[source, target], ...]}, following derived
+        features' sources (each ``group.feature@version``) transitively."""
+        self._check_open()
+        return lineage.graph(self._describe_feature, feature)
+
+    def alter_group(
+        self,
+        name: str,
+        *,
+        add: Mapping[str, Any] | None = None,
+        drop: Sequence[str] = (),
+        retype: Mapping[str, Any] | None = None,
+    ) -> FeatureGroup:
+        """A new definition version of a group (published by the next commit): ``add``
+        features (rows written before read them as missing values: NaN, 0, False,
+        None or empty), ``drop`` features, ``retype`` features (every stored value is
+        read and written again under the new type, as a write would take it).  Rows,
+        event times, keys and their order are kept; versions committed before keep the
+        old definition (their files stay until store.gc drops them).  Costs one pass over
+        the group's rows."""
+        self._check_writable()
+        old = self._group_meta(name)
+        pending = self._pendings.get(name)
+        if pending is not None and pending.written:
+            raise ParameterError(
+                f"group {name!r} has uncommitted writes: commit or roll back first"
+            )
+        add = dict(add or {})
+        retype = dict(retype or {})
+        drop = [drop] if isinstance(drop, str) else list(drop)
+        for f in [*drop, *retype]:
+            if f not in old.features:
+                raise ParameterError(f"group {name!r} has no feature {f!r}: {list(old.features)}")
+        for f in add:
+            if f in old.features:
+                raise ParameterError(f"group {name!r} already has a feature {f!r}")
+        if set(drop) & set(retype):
+            raise ParameterError("a feature cannot be both dropped and retyped")
+        features = {f: retype.get(f, t) for f, t in old.features.items() if f not in drop}
+        features = check_schema({**features, **add})
+        if old.key in features:
+            raise ParameterError(f"the key {old.key!r} is also a feature name; rename one of them")
+        committed = self._committed(name)
+        snap = self._snapshot(name) if committed is not None and committed.n_rows else None
+        created = now_ns()
+        new = GroupMeta(
+            name=name, id=self._next_id, key=old.key, key_type=old.key_type, features=features,
+            description=old.description, created_ns=old.created_ns, written_ns=None,
+            categories={n: None for n, t in features.items() if t.kind == "category"},
+            quant={n: None for n, t in features.items() if _is_int8(t)},
+            sparse_elems={n: 0 for n, t in features.items() if t.kind == "sparse"},
+        )  # fmt: skip
+        new.definition = old.definition + 1
+        new.info = {
+            f: copy.deepcopy(old.info[f])
+            if f in old.features and f not in retype
+            else lineage.new_info(created, new.definition)
+            for f in features
+        }
+        os.makedirs(os.path.join(self.path, "groups", f"g{new.id}"), exist_ok=True)
+        self._next_id += 1
+        self._pendings.pop(name, None)
+        self._work[name] = new
+        try:
+            if snap is not None:
+                _copy_rows(snap, FeatureGroup(self, name), features, list(add))
+        except BaseException:
+            self._pendings.pop(name, None)
+            self._work[name] = old
+            self._delete_group_files(new.id)
+            raise
+        self._dropped.append(old)
+        return FeatureGroup(self, name)
+
+    def derive(
+        self,
+        target: str,
+        fn: Any,
+        inputs: Sequence[str],
+        *,
+        version: int | str | None = None,
+    ) -> int:
+        """Compute feature ``target`` (``"group.feature"``) as ``fn(*inputs)`` for every
+        key of the inputs' group, as version ``version`` (default: the newest) had them,
+        and write it with each key's event time (published by the next commit).  ``fn``
+        is a function registered with :func:`mmfs.register_function` (or its name); it
+        takes one numpy array per input and returns one value per key (an (n,) or
+        (n, dim) array).  The target group is created (keyed like the source) or altered
+        to hold the feature when needed, and the feature records its lineage: sources
+        ``group.feature@version``, the function's name, version and code fingerprint.
+        Returns the number of rows written."""
+        self._check_writable()
+        rf = lineage.function(fn)
+        if isinstance(inputs, str) or not inputs:
+            raise ParameterError('inputs must be a non-empty list of "group.feature" names')
+        parts = [lineage.split_feature(i) for i in inputs]
+        groups = {g for g, _ in parts}
+        if len(groups) != 1:
+            raise ParameterError(f"inputs must come from one group, got {sorted(groups)}")
+        (src_group,) = groups
+        tgroup, tfeature = lineage.split_feature(target)
+        if tgroup == src_group and tfeature in [f for _, f in parts]:
+            raise ParameterError(f"{target!r} cannot be derived from itself")
+        v = self._gen if version is None else self.version(version)
+        src = self.group(src_group, version=v)
+        meta = self._version_meta(src_group, v)
+        keys = _all_keys(self._version_snapshot(src_group, v), meta.n_slots)
+        batch = src.get(keys, [f for _, f in parts])
+        with np.errstate(all="ignore"):
+            out = np.asarray(rf.fn(*[batch[f] for _, f in parts]))
+        if out.ndim not in (1, 2) or out.shape[0] != len(batch):
+            raise ParameterError(
+                f"function {rf.name!r} returned shape {out.shape}; expected ({len(batch)},) "
+                f"or ({len(batch)}, dim)"
+            )
+        ftype = _type_of(out)
+        if tgroup not in self._work:
+            self.create_group(
+                tgroup, key=meta.key, key_type=meta.key_type, schema={tfeature: ftype}
+            )
+        elif tfeature not in self._work[tgroup].features:
+            self.alter_group(tgroup, add={tfeature: ftype})
+        tmeta = self._work[tgroup]
+        if list(tmeta.features) != [tfeature]:
+            raise ParameterError(
+                f"group {tgroup!r} holds other features {list(tmeta.features)}: a write needs "
+                "them all; derive into a group of its own"
+            )
+        target_group = FeatureGroup(self, tgroup)
+        n = target_group.write(keys, {tfeature: out}, event_time=batch.event_time)
+        tmeta.info[tfeature]["derived"] = {
+            "function": rf.name,
+            "function_version": rf.version,
+            "fingerprint": rf.fingerprint,
+            "sources": [f"{g}.{f}@{v}" for g, f in parts],
+            "inputs": list(inputs),
+        }
+        return n
 
     # -- commit ----------------------------------------------------------------------------
 
@@ -1221,6 +1471,70 @@ class Store:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.groups())
+
+
+def _all_keys(snap: _Snapshot, n_slots: int) -> Any:
+    """Every key of a snapshot, in slot order (n_slots of them)."""
+    keys = snap.index.keys()
+    return keys[:n_slots] if isinstance(keys, list) else keys[:n_slots].copy()
+
+
+def _type_of(values: np.ndarray) -> Any:
+    """The feature type that holds a derived array."""
+    from mmfs.schema import dense, scalar
+
+    kind = values.dtype.kind
+    if values.ndim == 2:
+        return dense(values.shape[1])
+    if kind == "b":
+        return scalar("bool")
+    if kind in "iu":
+        return scalar("int64")
+    if values.dtype == np.float32:
+        return scalar("float32")
+    if kind == "f":
+        return scalar("float64")
+    raise ParameterError(f"a derived feature must be numeric, got dtype {values.dtype}")
+
+
+_COPY_CHUNK: Final = 1 << 16
+
+
+def _copy_rows(
+    snap: _Snapshot, target: FeatureGroup, features: dict[str, Any], added: list[str]
+) -> None:
+    """Write every row of ``snap`` again, in order, into ``target`` (its features:
+    ``features``; the ``added`` ones get missing values)."""
+    kept = [f for f in features if f not in added]
+    keys = snap.index.keys()
+    for lo in range(0, snap.meta.n_rows, _COPY_CHUNK):
+        rows = np.arange(lo, min(lo + _COPY_CHUNK, snap.meta.n_rows), dtype=np.int64)
+        slots = snap.row_slots(rows)
+        ks: Any = [keys[i] for i in slots.tolist()] if isinstance(keys, list) else keys[slots]
+        batch = target._gather(snap, ks, rows, kept, None)
+        values = {f: batch[f] for f in kept}
+        for f in added:
+            values[f] = _missing_values(features[f], rows.shape[0])
+        target.write(ks, values, event_time=snap.event_times(rows).view("datetime64[ns]"))
+
+
+def _missing_values(ftype: Any, n: int) -> Any:
+    """What a row written before feature ``ftype`` existed reads as."""
+    import scipy.sparse as sp
+
+    from mmfs.schema import Category, Dense, Scalar, Sparse
+
+    if isinstance(ftype, Scalar):
+        fill = {"float32": np.nan, "float64": np.nan, "int64": 0, "bool": False}[ftype.dtype]
+        return np.full(n, fill, dtype=ftype.dtype)
+    if isinstance(ftype, Category):
+        return [None] * n
+    if isinstance(ftype, Sparse):
+        return sp.csr_matrix((n, ftype.dim), dtype=np.float32)
+    assert isinstance(ftype, Dense)
+    if ftype.dtype.startswith("float"):
+        return np.full((n, ftype.dim), np.nan, dtype=np.float32)
+    return np.zeros((n, ftype.dim), dtype=bool if ftype.dtype == "bool" else np.float32)
 
 
 def _tree_bytes(directory: str) -> int:

@@ -136,7 +136,12 @@ class TrainingSet:
         for group, batch in self._batches.items():
             names = [f for f in self.features if self._where[f][0] == group]
             feats = [self._where[f][1] for f in names]
-            if batch._plan.all_f32 and feats == list(batch.names):  # one block, no copy
+            types = batch._snap.features
+            if (
+                batch._plan.all_f32
+                and feats == list(batch.names)
+                and all(types[f].width == 1 for f in feats)
+            ):  # the block is the frame's one float32 block: no copy
                 frames.append(pd.DataFrame(batch.to_numpy(), columns=names, copy=False))
                 continue
             cols: dict[str, Any] = {}
@@ -146,7 +151,7 @@ class TrainingSet:
         out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
         out = out[self.features]  # request order
         for pos, (name, values) in enumerate(self._columns.items()):
-            out.insert(pos, name, values)
+            out.insert(pos, name, getattr(values, "array", values))  # dtype kept, no alignment
         if self._index is not None:
             out.index = self._index
         return out
@@ -157,9 +162,11 @@ def _column(batch: FeatureBatch, feature: str, n: int, pd: Any) -> Any:
     value = batch[feature]
     missing = batch.mask
     if isinstance(ftype, Sparse):
-        return [value[i] for i in range(n)]
+        return pd.Series([value[i] for i in range(n)], dtype=object)
     if value.ndim == 2:
-        return list(value)
+        return pd.Series(list(value), dtype=object)
+    if value.dtype == object:  # categories: str or None, whatever the rows hold
+        return pd.Series(value, dtype=object)
     if value.dtype.kind in "ib" and missing.any():
         kind = "Int64" if value.dtype.kind == "i" else "boolean"
         return pd.array(np.where(missing, None, value), dtype=kind)
@@ -278,8 +285,7 @@ def build(
             raise g._corrupt()
         feats = [f for name, (gg, f) in where.items() if gg == group]
         batches[group] = g._gather(snap, keys, rows, feats, n_threads)
-    kept = {c: _values(v) for c, v in columns.items()}
-    return TrainingSet(kept, index, names, batches, where)
+    return TrainingSet(columns, index, names, batches, where)
 
 
 def _first_nat(times: np.ndarray) -> int:
