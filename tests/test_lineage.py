@@ -130,6 +130,12 @@ def test_derive_writes_values_and_records_lineage(tmp_path: Path) -> None:
             ]
         )
         assert graph["nodes"][f"users.clicks@{v1}"]["derived"] is None
+        mmfs.register_function(lambda a, b: a - b, name="zero")
+        store.derive("z.zero", "zero", ["stats.ctr", "stats.ctr"])  # one source twice
+        store.commit()
+        graph = store.lineage("z.zero")
+        assert len(graph["edges"]) == 4  # z <- ctr (twice), ctr <- clicks, views
+        assert len(graph["nodes"]) == 4
     with mmfs.open(tmp_path / "s", mode="r") as reader:  # metadata is in the manifest
         assert reader.describe("stats.ctr")["derived"]["function"] == "ctr"
         assert reader.lineage("stats.ctr")["edges"]
@@ -376,6 +382,7 @@ def _edit_manifest(path: Path, edit: Any) -> None:
         lambda g: g["info"]["c"].update(derived={"function": "f"}),
         lambda g: g["info"]["c"].update(derived=[]),
         lambda g: g.update(definition=-2),
+        lambda g: g.update(history=[[1, 0]]),
     ],
 )
 def test_damaged_metadata_is_refused(tmp_path: Path, edit: Any) -> None:
@@ -383,6 +390,27 @@ def test_damaged_metadata_is_refused(tmp_path: Path, edit: Any) -> None:
         users(store, np.random.default_rng(10))
         store.commit()
     _edit_manifest(tmp_path / "s", edit)
+    with pytest.raises(CorruptStoreError):
+        mmfs.open(tmp_path / "s", mode="r")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda doc: doc.update(tags="t"),
+        lambda doc: doc.update(retired={"a": 1}),
+        lambda doc: doc.update(retired=[["users", doc["groups"]["users"]]]),  # id twice
+    ],
+)
+def test_damaged_manifest_fields_are_refused(tmp_path: Path, edit: Any) -> None:
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        users(store, np.random.default_rng(12))
+        store.commit()
+    latest = max((tmp_path / "s").glob("manifest-*.mmfs"))
+    doc = ff.read_json_file(latest, "MNFT")
+    edit(doc)
+    latest.unlink()
+    ff.write_json_file(latest, doc, "MNFT", durable=False)
     with pytest.raises(CorruptStoreError):
         mmfs.open(tmp_path / "s", mode="r")
 

@@ -1068,7 +1068,7 @@ class Store:
         src = self.group(src_group, version=v)
         meta = self._version_meta(src_group, v)
         keys = _all_keys(self._version_snapshot(src_group, v), meta.n_slots)
-        batch = src.get(keys, [f for _, f in parts])
+        batch = src.get(keys, list(dict.fromkeys(f for _, f in parts)))
         with np.errstate(all="ignore"):
             out = np.asarray(rf.fn(*[batch[f] for _, f in parts]))
         if out.ndim not in (1, 2) or out.shape[0] != len(batch):

@@ -44,8 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["TrainingSet"]
 
-_NAT = np.iinfo(np.int64).min
-
 
 class TrainingSet:
     """A point-in-time training set: the entity rows, in order, and per feature group the
@@ -258,11 +256,8 @@ def build(
             "name it with time_column="
         )
     n = len(columns[time_column])
+    # to_ns refuses NaT, integers and anything not one-dimensional
     times = to_ns(columns[time_column], n) if n else np.zeros(0, dtype=np.int64)
-    if times.shape != (n,):
-        raise ParameterError(f"time column {time_column!r} must be one-dimensional")
-    if n and (times == _NAT).any():
-        raise ParameterError(f"time column {time_column!r} holds NaT (row {_first_nat(times)})")
     batches: dict[str, FeatureBatch] = {}
     for group in dict.fromkeys(g for g, _ in where.values()):
         g = store[group]
@@ -273,10 +268,8 @@ def build(
                 f"{list(columns)}); map it with key_columns={{{group!r}: column}}"
             )
         keys = _keys(columns[col], g.key_type, col)
-        if version is None:
+        if version is None:  # _split's store.groups() has just refreshed a reader
             snap = store._snapshot(group)
-            if snap.table.stale():
-                snap = store._snapshot(group, refresh=True)
         else:
             snap = store._version_snapshot(group, version)
         as_of = times.view("datetime64[ns]")
@@ -286,10 +279,6 @@ def build(
         feats = [f for name, (gg, f) in where.items() if gg == group]
         batches[group] = g._gather(snap, keys, rows, feats, n_threads)
     return TrainingSet(columns, index, names, batches, where)
-
-
-def _first_nat(times: np.ndarray) -> int:
-    return int(np.flatnonzero(times == _NAT)[0])
 
 
 def _values(column: Any) -> Any:
