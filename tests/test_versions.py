@@ -251,7 +251,13 @@ def test_gc_keeps_the_newest_tagged_and_named_versions(tmp_path: Path) -> None:
             store.gc(keep=0)
         with pytest.raises(NotFoundError):
             store.gc(also=["no-such-tag"])
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        assert reader["g"].get([1], version=ids[3])["x"].tolist() == [3]  # now cached
         out = store.gc(keep=2, also=[ids[4]])
+        with pytest.raises(NotFoundError):  # the reader hears of the gc through HEAD
+            reader["g"].get([1], version=ids[3])
+        assert reader["g"].get([1], version=ids[4])["x"].tolist() == [4]
+        reader.close()
         kept = [v.id for v in store.versions()]
         assert kept == [ids[2], ids[4], ids[6], ids[7]]
         assert sorted(out["dropped"]) == sorted(set(range(ids[-1] + 1)) - set(kept))

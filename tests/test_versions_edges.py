@@ -76,14 +76,28 @@ def test_training_set_reads_the_newest_commit_in_a_reader(tmp_path: Path) -> Non
         reader.close()
 
 
-def test_training_set_reports_a_corrupt_lookup(tmp_path: Path, monkeypatch: Any) -> None:
-    with build(tmp_path / "s") as store:
-        entity = {"id": np.arange(3), "event_time": np.full(3, T0)}
-        monkeypatch.setattr(
-            mmfs.FeatureGroup, "_rows_as_of", lambda *a, **k: (np.zeros(3, np.int64), 1)
-        )
+@pytest.mark.parametrize("n", [3, 3000])  # the binary-search and the merge paths
+def test_as_of_reads_report_a_history_entry_naming_another_keys_row(tmp_path: Path, n: int) -> None:
+    with build(tmp_path / "s", commits=1) as store:
+        meta = store._groups["g"]
+        ((gen, j, _m),) = meta.history
+        d = tmp_path / "s" / "groups" / f"g{meta.id}"
+        run = np.array(ff.open_array(d / hist_name(gen, j), "VTAB"))
+        first, last = run[2, 0], run[2, -1]
+        run[2, 0], run[2, -1] = last, first  # rows swapped between two keys' entries
+        for path, arr in (
+            (hist_name(gen, j), run),
+            (hmin_name(gen, j), mmfs._kernels._store.min_levels(run[2])),
+        ):
+            (d / path).unlink()
+            ff.write_array_file(d / path, np.ascontiguousarray(arr), "VTAB", durable=False)
+        store._drop_snaps()
+        keys = np.full(n, store["g"].keys()[run[0, -1]])  # the last entry's key
+        entity = {"id": keys, "event_time": np.full(n, T0 + 10**6 * SEC)}
         with pytest.raises(CorruptStoreError, match="corrupt"):
             store.training_set(entity, ["g.x"])
+        with pytest.raises(CorruptStoreError, match="corrupt"):
+            store["g"].get(keys, as_of=T0 + 10**6 * SEC)
 
 
 # --------------------------------------------------------------------------- versions

@@ -263,6 +263,8 @@ def _stored_format(ftype: FeatureType) -> Any:
     return (np.dtype(fmt), (ftype.stored_bytes if ftype.dtype == "bool" else ftype.dim,))
 
 
+#: as-of lookups of at least this many keys sort them by slot and merge (_as_of_batch)
+_SORTED_ASOF: Final = 2048
 _END_OF_TIME: Final = np.datetime64(np.iinfo(np.int64).max, "ns")
 _FOUND: Final = np.ones(1, dtype=bool)
 _NOT_FOUND: Final = np.zeros(1, dtype=bool)
@@ -733,13 +735,26 @@ class FeatureGroup:
             snap = self._store._snapshot(self.name, refresh=True)
         if as_of is None:
             rows, bad = self._rows_of(snap, keys, n_threads)
-        else:
-            rows, bad = self._rows_as_of(snap, keys, as_of, n_threads=n_threads)
-        if bad:
-            raise self._corrupt()
+            if bad:
+                raise self._corrupt()
+            if missing != "nan":
+                self._check_missing(snap, keys, rows >= 0, missing)
+            return self._gather(snap, keys, rows, features, n_threads)
+        batch = self._as_of_batch(snap, keys, as_of, features, n_threads=n_threads)
         if missing != "nan":
-            self._check_missing(snap, keys, rows >= 0, missing)
-        return self._gather(snap, keys, rows, features, n_threads)
+            self._check_missing(snap, keys, batch._found, missing)
+        return batch
+
+    def _block(self, plan: _Plan, n: int) -> np.ndarray:
+        """An output block for n records of plan, charged to the memory budget."""
+        nbytes = n * plan.row_bytes
+        plan.reads[0] += 1
+        plan.reads[1] += n
+        if nbytes > 1 << 20:
+            self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
+        if plan.all_f32:  # the block is the (n, d) float32 feature matrix
+            return np.empty((n, plan.row_bytes // 4), dtype=np.float32)
+        return np.empty(nbytes, dtype=np.uint8)
 
     def _gather(
         self, snap: _Snapshot, keys: Any, rows: np.ndarray, features: Any, n_threads: int | None
@@ -749,18 +764,49 @@ class FeatureGroup:
         found = rows >= 0
         plan = snap.plan(features)
         n = rows.shape[0]
-        plan.reads[0] += 1
-        plan.reads[1] += n
-        nbytes = n * plan.row_bytes
-        if nbytes > 1 << 20:
-            self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
-        if plan.all_f32:  # the block is the (n, d) float32 feature matrix
-            block = np.empty((n, plan.row_bytes // 4), dtype=np.float32)
-        else:
-            block = np.empty(nbytes, dtype=np.uint8)
+        block = self._block(plan, n)
         snap.table.gather_plan(
             rows, plan.fields, block.view(np.uint8).reshape(-1), _threads(n, n_threads)
         )
+        return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
+
+    def _as_of_batch(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        as_of: Any,
+        features: Any,
+        *,
+        ttl: int = -1,
+        n_threads: int | None = None,
+    ) -> FeatureBatch:
+        """The batch of ``features`` of keys as of event time(s) as_of (and, with ``ttl``
+        >= 0 ns, no older than as_of - ttl).  Many keys are sorted by slot (counting sort)
+        and merged with each history run, each row copied as it is found."""
+        slots = snap.index.lookup(keys)  # slots of keys newer than the version read -1
+        n = slots.shape[0]
+        times = to_ns(as_of, n)
+        if n < _SORTED_ASOF:
+            rows = np.empty(n, dtype=_I64)
+            if snap.table.asof_rows(slots, times, rows, ttl, _threads(n, n_threads)):
+                raise self._corrupt()
+            return self._gather(snap, keys, rows, features, n_threads)
+        n_slots = snap.meta.n_slots
+        order = (
+            _store.slot_order(slots, n_slots)
+            if n_slots <= 8 * n
+            else np.argsort(slots, kind="stable")
+        )
+        plan = snap.plan(features)
+        block = self._block(plan, n)
+        rows = np.empty(n, dtype=_I64)
+        bad = snap.table.asof_sorted(
+            slots, times, order, rows, ttl, _threads(n, n_threads), plan.fields,
+            block.view(np.uint8).reshape(-1),
+        )  # fmt: skip
+        if bad:
+            raise self._corrupt()
+        found = rows >= 0
         return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
 
     def _get_one(self, snap: _Snapshot, key: Any, features: Any, missing: str) -> FeatureBatch:
@@ -832,24 +878,6 @@ class FeatureGroup:
                 f"group {self.name!r}: {int((~found).sum())} of {found.shape[0]} keys not "
                 f"found, e.g. {ks}"
             )
-
-    def _rows_as_of(
-        self,
-        snap: _Snapshot,
-        keys: Any,
-        as_of: Any,
-        *,
-        ttl: int = -1,
-        n_threads: int | None = None,
-    ) -> tuple[np.ndarray, int]:
-        """(rows of keys as of event time(s) as_of, -1 where there is none or, with
-        ``ttl`` >= 0 ns, where it is older than as_of - ttl; number of corrupt answers)."""
-        slots = snap.index.lookup(keys)  # slots of keys newer than the version read -1
-        times = to_ns(as_of, slots.shape[0])
-        n = slots.shape[0]
-        rows = np.empty(n, dtype=_I64)
-        bad = snap.table.asof_rows(slots, times, rows, ttl, _threads(n, n_threads))
-        return rows, bad
 
     def _rows_of(self, snap: _Snapshot, keys: Any, n_threads: int | None) -> tuple[np.ndarray, int]:
         """(rows of keys, -1 where absent; number of corrupt lookups)."""

@@ -327,6 +327,7 @@ class Store:
             latest = self._find_latest()
             self._head = self._map_head()
             self._load(latest)
+        self._gc_seen = int(self._head[1])
         if self._budget is not None:
             self._budget.register_cache(f"mmfs store {self.path} {id(self)}", self._evict)
         self._closed = False
@@ -405,6 +406,12 @@ class Store:
         if int(self._head[0]) != gen:
             self._write_head(gen)
 
+    def _bump_gc_epoch(self) -> None:
+        """Announce a gc (HEAD word 1): readers then forget the versions they cached."""
+        assert self._head_fd is not None
+        os.pwrite(self._head_fd, struct.pack("<Q", int(self._head[1]) + 1), HEADER_SIZE + 8)
+        self._gc_seen = int(self._head[1])
+
     def _write_head(self, gen: int) -> None:
         assert self._head_fd is not None
         os.pwrite(self._head_fd, struct.pack("<Q", gen), HEADER_SIZE)
@@ -470,8 +477,9 @@ class Store:
         return v
 
     def diff(self, v1: int | str, v2: int | str) -> dict[str, np.ndarray | list[str]]:
-        """{group: keys whose current value differs between versions v1 and v2}, for the
-        groups present in both (keys written at one and not the other included).  Only
+        """{group: keys whose current row differs between versions v1 and v2} (a key
+        written again counts, even with an equal value), for the groups present in both
+        (keys written at one and not the other included).  Only
         the rows written between the two versions are looked at: the cost is what
         changed, not the size of the group."""
         a, b = self.version(v1), self.version(v2)
@@ -504,8 +512,9 @@ class Store:
         files of dropped groups that no kept version names.  Returns
         {"dropped": [version ids], "bytes_freed": int}.
 
-        Safe beside readers: a reader that already reads a dropped version keeps the
-        files it mapped; one that asks for it afterwards gets NotFoundError.  What the
+        Safe beside readers: batches already read stay valid (a reader keeps the files
+        it mapped); a read of a dropped version afterwards, in any process, gets
+        NotFoundError (gc announces itself in HEAD, which every pinned read checks).  What the
         newest version knows is never touched: every row stays readable with as_of=,
         and each commit already deletes the index, page and history files that newer
         ones replaced."""
@@ -534,6 +543,8 @@ class Store:
             del self._retired[group_id]  # the next commit's manifest no longer lists it
         for key in [k for k in self._pinned if k[1] not in kept]:
             self._retire(self._pinned.pop(key))
+        if dropped:
+            self._bump_gc_epoch()
         return {"dropped": dropped, "bytes_freed": freed}
 
     def _version_snapshot(self, name: str, ref: int | str) -> _Snapshot:
@@ -541,6 +552,10 @@ class Store:
         and slot counts over the newest key index and history runs (independent of the
         number of versions; the 64 most recently used are cached)."""
         v = self.version(ref)
+        if self._head[1] != self._gc_seen:  # a gc since: cached versions may be gone
+            self._gc_seen = int(self._head[1])
+            self._drop_pinned()
+            self._manifests = {g: m for g, m in self._manifests.items() if g == self._gen}
         # Even the newest version gets a pinned snapshot: the live one moves on with the
         # next commit, a pinned read must not.
         meta = self._version_meta(name, v)

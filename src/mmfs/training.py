@@ -272,12 +272,10 @@ def build(
             snap = store._snapshot(group)
         else:
             snap = store._version_snapshot(group, version)
-        as_of = times.view("datetime64[ns]")
-        rows, bad = g._rows_as_of(snap, keys, as_of, ttl=ttl_ns, n_threads=n_threads)
-        if bad:
-            raise g._corrupt()
         feats = [f for name, (gg, f) in where.items() if gg == group]
-        batches[group] = g._gather(snap, keys, rows, feats, n_threads)
+        batches[group] = g._as_of_batch(
+            snap, keys, times.view("datetime64[ns]"), feats, ttl=ttl_ns, n_threads=n_threads
+        )
     return TrainingSet(columns, index, names, batches, where)
 
 
