@@ -51,10 +51,17 @@ def _ns_scalar(x: object) -> int | None:
     """A datetime64[ns] scalar's nanoseconds, or None for anything else."""
     if type(x) is not np.datetime64 or x.dtype != _NS:
         return None
-    value = int(x.view(np.int64))
-    if value == _NAT:
+    value = x.item()  # int for a [ns] time (the quickest way out), None for NaT
+    if value is None:
         raise ParameterError("event_time holds NaT; every row needs an event time")
     return value
+
+
+def one_ns(event_time: Any) -> int:
+    """One event time as int nanoseconds (to_ns's rules; a datetime64[ns] without an
+    array on the way)."""
+    fast = _ns_scalar(event_time)
+    return fast if fast is not None else int(to_ns(event_time, 1)[0])
 
 
 def to_ns(event_time: Any, n: int) -> np.ndarray:

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
 from mmfs._kernels import _store
-from mmfs._times import to_ns
+from mmfs._times import one_ns, to_ns
 from mmfs.budget import MemoryBudget, Reservation
 from mmfs.errors import (
     CorruptStoreError,
@@ -265,7 +265,7 @@ def _stored_format(ftype: FeatureType) -> Any:
 
 #: as-of lookups of at least this many keys sort them by slot and merge (_as_of_batch)
 _SORTED_ASOF: Final = 2048
-_END_OF_TIME: Final = np.datetime64(np.iinfo(np.int64).max, "ns")
+_END_OF_TIME: Final = np.datetime64(np.iinfo(np.int64).max, "ns")  # int64: never NaT
 _FOUND: Final = np.ones(1, dtype=bool)
 _NOT_FOUND: Final = np.zeros(1, dtype=bool)
 _FOUND.flags.writeable = False
@@ -839,7 +839,7 @@ class FeatureGroup:
         if snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
         plan = snap.default_plan if features is None else snap.plan(features)
-        t = int(to_ns(as_of, 1)[0])
+        t = one_ns(as_of)
         in_range = snap.str_keys or -(2**63) <= key < 2**63  # outside int64: absent
         slot = int(snap.index.lookup(key)[0]) if in_range else -1
         row, block = snap.table.asof_one(slot, t, plan.fields)

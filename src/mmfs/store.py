@@ -350,7 +350,7 @@ class Store:
             ) from None
         if head.dtype != np.uint64 or head.shape != (4,):
             raise CorruptStoreError(f"{self.path}/{HEAD_NAME}: expected uint64 (4,)")
-        return head
+        return head.view(np.ndarray)  # the same mapping; indexing a memmap costs a microsecond
 
     def _open_writer(self, segment_bytes: int) -> None:
         gen = _latest_generation(self.path)
@@ -558,11 +558,11 @@ class Store:
             self._manifests = {g: m for g, m in self._manifests.items() if g == self._gen}
         # Even the newest version gets a pinned snapshot: the live one moves on with the
         # next commit, a pinned read must not.
-        meta = self._version_meta(name, v)
         snap = self._pinned.pop((name, v), None)
         if snap is not None:
             self._pinned[(name, v)] = snap  # least recently used first
             return snap
+        meta = self._version_meta(name, v)
         # Keys keep their slots and categories their codes forever, so the newest key
         # index and dictionaries serve every version (bounded by the version's n_slots),
         # and the newest history runs hold every row (read below the version's n_rows).
