@@ -51,10 +51,10 @@ def _ns_scalar(x: object) -> int | None:
     """A datetime64[ns] scalar's nanoseconds, or None for anything else."""
     if type(x) is not np.datetime64 or x.dtype != _NS:
         return None
-    value = x.item()  # int for a [ns] time (the quickest way out), None for NaT
+    value: Any = x.item()  # int for a [ns] time (the quickest way out), None for NaT
     if value is None:
         raise ParameterError("event_time holds NaT; every row needs an event time")
-    return value
+    return int(value)
 
 
 def one_ns(event_time: Any) -> int:
