@@ -174,12 +174,15 @@ class Harness:
         target: str | None = None,
         note: str = "",
         scale: tuple[int, int, Callable[[], Any]] | None = None,
+        rounds: int | None = None,
     ) -> Any:
         """Benchmark ``fn`` as ``impl`` in ``group``; return its (last) result.
 
         ``target`` (a key of TARGETS) belongs to a peer: it is checked against the mmfs
         entry of the group.
         ``scale=(slice_rows, full_rows, empty_call)`` marks a peer timed on a slice.
+        ``rounds``: exactly that many rounds of one call after one warm-up round (for
+        calls of seconds), instead of pytest-benchmark's calibration.
         """
         times: list[float] = []
 
@@ -190,7 +193,11 @@ class Harness:
             return out
 
         benchmark.group = group
-        result = benchmark(timed)
+        if rounds is not None and not benchmark.disabled:
+            result = benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
+            note = f"min {fmt_seconds(float(benchmark.stats.stats.min))}; {note}"
+        else:
+            result = benchmark(timed)
         stats = getattr(benchmark, "stats", None)
         if stats is not None:
             measured = float(stats.stats.median)

@@ -20,6 +20,7 @@ class Target:
 # The targets, by the key a test passes to Harness.run(target=...).
 TARGETS = {
     "3x": Target(3.0, "mmfs >= 3x faster"),
+    "10x": Target(10.0, "mmfs >= 10x faster"),
     "as_fast": Target(1.0, "mmfs at least as fast"),
     "faster": Target(1.0, "mmfs faster"),
     "floor": Target(1 / 1.1, "mmfs <= 1.1x floor"),
@@ -58,4 +59,8 @@ LIMITS = {
     "resident_sparse": Limit(1.25, "<= 1.25x raw CSR", inclusive=True),
     "open": Limit(20e-3, "< 20 ms"),
     "shared_uss": Limit(0.05, "< 5% of the data per reader"),
+    # versions (benchmarks/test_bench_versions.py): allocated bytes / (base + changed rows)
+    "versions_space": Limit(1.1, "<= 1.1x (base + changed rows)", inclusive=True),
+    # training sets (benchmarks/test_bench_training_set.py): traced peak / output bytes
+    "training_peak": Limit(2.0, "peak < 2x the output"),
 }
