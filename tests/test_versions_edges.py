@@ -275,3 +275,25 @@ def test_group_bound_to_a_version(tmp_path: Path) -> None:
         )
         with pytest.raises(NotFoundError, match="no group 'zz'"):
             store.group("zz", version=1)
+
+
+def test_a_training_set_larger_than_the_budget_streams(tmp_path: Path) -> None:
+    """The whole result is charged to the memory budget first (MemoryBudgetError, the
+    store as it was); training_batches streams it in chunks that fit, with the same
+    values."""
+    n, n_features = 60_000, 16
+    schema = {f"f{i}": mmfs.scalar("float32") for i in range(n_features)}
+    rng = np.random.default_rng(5)
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        g = store.create_group("g", schema=schema)
+        g.write(np.arange(n), {f: rng.random(n, dtype=np.float32) for f in schema}, event_time=T0)
+        store.commit()
+    entity = {"id": rng.integers(0, n, 3 * n), "event_time": np.full(3 * n, T0 + SEC)}
+    feats = [f"g.{f}" for f in schema]
+    with mmfs.open(tmp_path / "s", mode="r", memory_budget="2MiB") as small:
+        with pytest.raises(mmfs.MemoryBudgetError, match="training|get"):
+            small.training_set(entity, feats)  # 3n x 64 B = 11.5 MB of output
+        parts = [p.to_numpy().copy() for p in small.training_batches(entity, feats, chunk_rows=8192)]
+    with mmfs.open(tmp_path / "s", mode="r") as big:
+        whole = big.training_set(entity, feats).to_numpy()
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
