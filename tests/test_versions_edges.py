@@ -293,7 +293,9 @@ def test_a_training_set_larger_than_the_budget_streams(tmp_path: Path) -> None:
     with mmfs.open(tmp_path / "s", mode="r", memory_budget="2MiB") as small:
         with pytest.raises(mmfs.MemoryBudgetError, match="training|get"):
             small.training_set(entity, feats)  # 3n x 64 B = 11.5 MB of output
-        parts = [p.to_numpy().copy() for p in small.training_batches(entity, feats, chunk_rows=8192)]
+        parts = [
+            p.to_numpy().copy() for p in small.training_batches(entity, feats, chunk_rows=8192)
+        ]
     with mmfs.open(tmp_path / "s", mode="r") as big:
         whole = big.training_set(entity, feats).to_numpy()
     np.testing.assert_array_equal(np.concatenate(parts), whole)
