@@ -56,3 +56,12 @@ def test_last_below_refuses_bad_bounds() -> None:
     rows = np.arange(10, dtype=np.int64)
     with pytest.raises(ValueError, match="lo <= p"):
         _store.last_below_py(rows, _store.min_levels(rows), 5, 3, 1)
+
+
+@pytest.mark.parametrize("n_slots", [0, 1, 5, 2047, 2048, 4_194_305])
+def test_slot_order_is_a_stable_sort_with_absent_keys_first(n_slots: int) -> None:
+    rng = np.random.default_rng(n_slots)
+    slots = rng.integers(-1, n_slots + 3, 50_000)
+    key = np.where((slots >= 0) & (slots < n_slots), slots + 1, 0)
+    np.testing.assert_array_equal(_store.slot_order(slots, n_slots), np.argsort(key, kind="stable"))
+    assert _store.slot_order(np.zeros(0, np.int64), n_slots).shape == (0,)

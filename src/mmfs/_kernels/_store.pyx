@@ -240,27 +240,53 @@ cdef int64_t last_below(const int64_t *rows, const int64_t *mins, int64_t m, int
 
 
 def slot_order(const int64_t[::1] slots, int64_t n_slots):
-    """A permutation sorting slots ascending (stable), by counting: O(len + n_slots).
-    Slots outside [0, n_slots) (absent keys) come first, in their order."""
+    """A permutation sorting slots ascending (stable); slots outside [0, n_slots)
+    (absent keys) come first, in their order.  An LSD radix sort in passes of at most
+    11 bits: each pass streams through 2,048 buckets, which caches well, where one
+    counting pass over n_slots buckets would scatter at random."""
     cdef Py_ssize_t n = slots.shape[0], i
-    cdef int64_t s, b
-    counts_arr = np.zeros(n_slots + 2, dtype=np.int64)
-    order_arr = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] counts = counts_arr
-    cdef int64_t[::1] order = order_arr
+    cdef int64_t s, k, b, total
+    cdef int bits = 0, passes, width, p, shift
+    cdef int64_t span = n_slots + 1
+    while (<int64_t>1 << bits) < span:
+        bits += 1
+    passes = max(1, (bits + 10) // 11)
+    width = max(1, (bits + passes - 1) // passes)
+    keys_a = np.empty(n, dtype=np.int64)
+    keys_b = np.empty(n, dtype=np.int64)
+    idx_a = np.arange(n, dtype=np.int64)
+    idx_b = np.empty(n, dtype=np.int64)
+    counts_arr = np.zeros(<Py_ssize_t>1 << width, dtype=np.int64)
+    cdef int64_t[::1] ka = keys_a, kb = keys_b, ia = idx_a, ib = idx_b, counts = counts_arr
+    cdef int64_t[::1] tk, ti
+    cdef int64_t mask = (<int64_t>1 << width) - 1
     with nogil:
         for i in range(n):
             s = slots[i]
-            b = s + 1 if 0 <= s < n_slots else 0
-            counts[b + 1] += 1
-        for i in range(1, n_slots + 2):
-            counts[i] += counts[i - 1]
-        for i in range(n):
-            s = slots[i]
-            b = s + 1 if 0 <= s < n_slots else 0
-            order[counts[b]] = i
-            counts[b] += 1
-    return order_arr
+            ka[i] = s + 1 if 0 <= s < n_slots else 0
+    for p in range(passes):
+        shift = p * width
+        with nogil:
+            counts[:] = 0
+            for i in range(n):
+                counts[(ka[i] >> shift) & mask] += 1
+            total = 0
+            for b in range(mask + 1):
+                k = counts[b]
+                counts[b] = total
+                total += k
+            for i in range(n):
+                b = (ka[i] >> shift) & mask
+                kb[counts[b]] = ka[i]
+                ib[counts[b]] = ia[i]
+                counts[b] += 1
+        tk = ka
+        ka = kb
+        kb = tk
+        ti = ia
+        ia = ib
+        ib = ti
+    return np.asarray(ia)
 
 
 def last_below_py(const int64_t[::1] rows, const int64_t[::1] mins, int64_t lo, int64_t p,
