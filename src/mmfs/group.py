@@ -745,26 +745,32 @@ class FeatureGroup:
             self._check_missing(snap, keys, batch._found, missing)
         return batch
 
-    def _block(self, plan: _Plan, n: int) -> np.ndarray:
+    def _block(self, plan: _Plan, n: int, call: str = "get()") -> np.ndarray:
         """An output block for n records of plan, charged to the memory budget."""
         nbytes = n * plan.row_bytes
         plan.reads[0] += 1
         plan.reads[1] += n
         if nbytes > 1 << 20:
-            self._store._charge_now(nbytes, f"the result of {self.name}.get() for {n} keys")
+            self._store._charge_now(nbytes, f"the result of {self.name}.{call} for {n} keys")
         if plan.all_f32:  # the block is the (n, d) float32 feature matrix
             return np.empty((n, plan.row_bytes // 4), dtype=np.float32)
         return np.empty(nbytes, dtype=np.uint8)
 
     def _gather(
-        self, snap: _Snapshot, keys: Any, rows: np.ndarray, features: Any, n_threads: int | None
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        rows: np.ndarray,
+        features: Any,
+        n_threads: int | None,
+        call: str = "get()",
     ) -> FeatureBatch:
         """The batch of ``features`` of ``rows`` (-1: missing) of snapshot ``snap``,
         gathered by one kernel call into one block charged to the memory budget."""
         found = rows >= 0
         plan = snap.plan(features)
         n = rows.shape[0]
-        block = self._block(plan, n)
+        block = self._block(plan, n, call)
         snap.table.gather_plan(
             rows, plan.fields, block.view(np.uint8).reshape(-1), _threads(n, n_threads)
         )
@@ -779,6 +785,7 @@ class FeatureGroup:
         *,
         ttl: int = -1,
         n_threads: int | None = None,
+        call: str = "get()",
     ) -> FeatureBatch:
         """The batch of ``features`` of keys as of event time(s) as_of (and, with ``ttl``
         >= 0 ns, no older than as_of - ttl).  Many keys are sorted by slot (counting sort)
@@ -790,7 +797,7 @@ class FeatureGroup:
             rows = np.empty(n, dtype=_I64)
             if snap.table.asof_rows(slots, times, rows, ttl, _threads(n, n_threads)):
                 raise self._corrupt()
-            return self._gather(snap, keys, rows, features, n_threads)
+            return self._gather(snap, keys, rows, features, n_threads, call)
         n_slots = snap.meta.n_slots
         order = (
             _store.slot_order(slots, n_slots)
@@ -798,7 +805,7 @@ class FeatureGroup:
             else np.argsort(slots, kind="stable")
         )
         plan = snap.plan(features)
-        block = self._block(plan, n)
+        block = self._block(plan, n, call)
         rows = np.empty(n, dtype=_I64)
         bad = snap.table.asof_sorted(
             slots, times, order, rows, ttl, _threads(n, n_threads), plan.fields,

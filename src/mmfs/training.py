@@ -274,8 +274,9 @@ def build(
             snap = store._version_snapshot(group, version)
         feats = [f for name, (gg, f) in where.items() if gg == group]
         batches[group] = g._as_of_batch(
-            snap, keys, times.view("datetime64[ns]"), feats, ttl=ttl_ns, n_threads=n_threads
-        )
+            snap, keys, times.view("datetime64[ns]"), feats, ttl=ttl_ns, n_threads=n_threads,
+            call="training_set()",
+        )  # fmt: skip
     return TrainingSet(columns, index, names, batches, where)
 
 
