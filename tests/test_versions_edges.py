@@ -299,3 +299,33 @@ def test_a_training_set_larger_than_the_budget_streams(tmp_path: Path) -> None:
     with mmfs.open(tmp_path / "s", mode="r") as big:
         whole = big.training_set(entity, feats).to_numpy()
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_as_of_reads_missing_raise_and_a_stale_reader(tmp_path: Path) -> None:
+    with build(tmp_path / "s", commits=1) as writer:
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        with pytest.raises(NotFoundError, match="not found"):
+            reader["g"].get(np.array([1, 10**9]), as_of=T0 + 100 * SEC, missing="raise")
+        before = reader["g"].get(1, as_of=T0 + 100 * SEC)
+        writer["g"].write([1], {"x": [-7], "s": sp.csr_matrix((1, 6))}, event_time=T0 + 50 * SEC)
+        writer.commit()
+        after = reader["g"].get(1, as_of=T0 + 100 * SEC)  # the one-key path reloads
+        assert after["x"].tolist() == [-7]
+        assert before["x"].tolist() != [-7]
+        reader.close()
+
+
+def test_read_counts_survive_plan_eviction(tmp_path: Path) -> None:
+    names = [f"f{i}" for i in range(12)]
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        g = store.create_group("g", schema={n: mmfs.scalar("float32") for n in names})
+        g.write([1], {n: [1.0] for n in names})
+        store.commit()
+        selections = [names[i : i + k] for k in range(1, 12) for i in range(12 - k)]
+        assert len(selections) > 64  # more plans than a snapshot keeps
+        for sel in selections:
+            g.get([1, 2], sel)
+        counts = store.read_counts("g")
+        for n in names:
+            calls = sum(n in sel for sel in selections)
+            assert counts[n] == {"calls": calls, "keys": 2 * calls}
