@@ -1,5 +1,5 @@
-"""Shared test helpers: reference implementations, metric cases and the tie-tolerant
-k-NN comparison.
+"""Shared test helpers: reference implementations, metric cases, the tie-tolerant
+k-NN comparison and the base of the store state machines.
 
 Every reference here computes in float64 from float64 copies of the inputs (scipy's
 ``cdist``, scikit-learn or plain numpy), so a float32 result from mmfs is always compared
@@ -8,18 +8,25 @@ against the exact-as-possible answer for the values it was actually given.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from hypothesis.stateful import RuleBasedStateMachine
 from scipy.spatial.distance import cdist as scipy_cdist
 from sklearn.metrics.pairwise import cosine_distances
+
+import mmfs
 
 __all__ = [
     "METRIC_CASES",
     "MetricCase",
+    "StoreMachine",
     "assert_knn_equivalent",
     "ref_cdist",
     "ref_knn",
@@ -234,3 +241,28 @@ def assert_knn_equivalent(
             assert set(row_i[below].tolist()) == set(ref_i[below].tolist()), (
                 f"indices strictly below the last tie group differ; {where}"
             )
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """A Hypothesis state machine over one store directory: a writer and a reader, both
+    closed and the directory removed at teardown."""
+
+    prefix = "mmfs-machine-"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = tempfile.mkdtemp(prefix=self.prefix)
+        self.store: mmfs.Store | None = None
+        self.reader: mmfs.Store | None = None
+
+    def teardown(self) -> None:
+        for s in (self.reader, self.store):
+            if s is not None:
+                with contextlib.suppress(Exception):
+                    s.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    @property
+    def writer(self) -> mmfs.Store:
+        assert self.store is not None
+        return self.store

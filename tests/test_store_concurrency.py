@@ -271,7 +271,20 @@ def _finish(procs: list[subprocess.Popen[bytes]]) -> None:
             p.stdout.close()
 
 
-def _write_version(store: mmfs.Store, ns: dict[str, Any], version: int) -> int:
+def _writer(path: str, ns: dict[str, Any]) -> mmfs.Store:
+    """The writer, its group created.  Small segments: commits cross them.  No fsync:
+    commits come fast, one after another."""
+    writer = mmfs.open(path, segment_bytes=4096, durability="none")
+    writer.create_group("g", key="k", schema={
+        "version": mmfs.scalar("int64"), "emb": mmfs.dense(ns["DIM"]), "cat": mmfs.category(),
+        "tags": mmfs.sparse(ns["SP_DIM"]), "check": mmfs.scalar("int64"),
+    })  # fmt: skip
+    return writer
+
+
+def _write_version(
+    store: mmfs.Store, ns: dict[str, Any], version: int, labels: list[str] | None = None
+) -> int:
     v = ns["version_values"](version)
     n = v["keys"].shape[0]
     tags = sp.csr_matrix(sp.coo_matrix(v["tags"], shape=(n, ns["SP_DIM"])))
@@ -280,19 +293,14 @@ def _write_version(store: mmfs.Store, ns: dict[str, Any], version: int) -> int:
         {"version": v["version"], "emb": v["emb"], "cat": v["cat"], "tags": tags,
          "check": v["check"]},
     )  # fmt: skip
-    return store.commit(f"version {version}")
+    return store.commit(f"version {version}", tags=labels)
 
 
 def test_readers_see_whole_commits_while_a_writer_commits(tmp_path: Path) -> None:
     ns = _shared()
     final = 60
     path = str(tmp_path / "s")
-    # Small segments: commits cross them.  No fsync: commits come fast, one after another.
-    writer = mmfs.open(path, segment_bytes=4096, durability="none")
-    writer.create_group("g", key="k", schema={
-        "version": mmfs.scalar("int64"), "emb": mmfs.dense(ns["DIM"]), "cat": mmfs.category(),
-        "tags": mmfs.sparse(ns["SP_DIM"]), "check": mmfs.scalar("int64"),
-    })  # fmt: skip
+    writer = _writer(path, ns)
     assert _write_version(writer, ns, 1) == 1
     procs = [_spawn(_SHARED + _READER, path, str(final), str(seed)) for seed in range(2)]
     try:
@@ -370,11 +378,7 @@ def test_pinned_readers_keep_their_versions_while_a_writer_commits_and_collects(
     ns = _shared()
     final = 40
     path = str(tmp_path / "s")
-    writer = mmfs.open(path, segment_bytes=4096, durability="none")
-    writer.create_group("g", key="k", schema={
-        "version": mmfs.scalar("int64"), "emb": mmfs.dense(ns["DIM"]), "cat": mmfs.category(),
-        "tags": mmfs.sparse(ns["SP_DIM"]), "check": mmfs.scalar("int64"),
-    })  # fmt: skip
+    writer = _writer(path, ns)
     for version in range(1, 4):
         _write_version(writer, ns, version)
     procs = [_spawn(_SHARED + _PINNED_READER, path, str(final), str(seed)) for seed in range(2)]
@@ -383,15 +387,7 @@ def test_pinned_readers_keep_their_versions_while_a_writer_commits_and_collects(
         for rd in lines:
             assert rd.line(120) == "ready"
         for version in range(4, final + 1):
-            v = ns["version_values"](version)
-            n = v["keys"].shape[0]
-            tags = sp.csr_matrix(sp.coo_matrix(v["tags"], shape=(n, ns["SP_DIM"])))
-            writer["g"].write(
-                v["keys"],
-                {"version": v["version"], "emb": v["emb"], "cat": v["cat"], "tags": tags,
-                 "check": v["check"]},
-            )  # fmt: skip
-            writer.commit(f"version {version}", tags=[f"t{version}"] if version % 7 == 0 else None)
+            _write_version(writer, ns, version, [f"t{version}"] if version % 7 == 0 else None)
             if version % 5 == 0:
                 writer.gc(keep=4)
         results = [json.loads(rd.line(180)) for rd in lines]

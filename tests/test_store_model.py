@@ -15,9 +15,6 @@ a read reports for it must lie between the clocks read just before and after the
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -25,10 +22,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import StoreMachine
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -208,16 +205,15 @@ def check_batch(
         assert same_floats(mat, want), f"{where}: to_numpy {mat}"
 
 
-class StoreModel(RuleBasedStateMachine):
+class StoreModel(StoreMachine):
     """The store against a dict model (see the module docstring)."""
+
+    prefix = "mmfs-model-"
 
     GROUPS: ClassVar[dict[str, str]] = {"ints": "int64", "strs": "str"}
 
     def __init__(self) -> None:
         super().__init__()
-        self.path = tempfile.mkdtemp(prefix="mmfs-model-")
-        self.store: mmfs.Store | None = None
-        self.reader: mmfs.Store | None = None
         self.reader_groups: dict[str, mmfs.FeatureGroup] = {}  # handles kept across steps
         # name -> {key: Row}; absent: no such group committed / pending.
         self.committed: dict[str, dict[Key, Row]] = {}
@@ -247,19 +243,7 @@ class StoreModel(RuleBasedStateMachine):
         if reader:
             self.open_reader()
 
-    def teardown(self) -> None:
-        for s in (self.reader, self.store):
-            if s is not None:
-                with contextlib.suppress(Exception):
-                    s.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-
     # -- helpers ---------------------------------------------------------------------------
-
-    @property
-    def writer(self) -> mmfs.Store:
-        assert self.store is not None
-        return self.store
 
     def keys_strategy(self, name: str) -> st.SearchStrategy[Key]:
         return INT_KEYS if self.GROUPS[name] == "int64" else STR_KEYS

@@ -25,17 +25,15 @@ live versions with their messages and tags, every tag resolves to its version, a
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pytest
+from helpers import StoreMachine
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import mmfs
 
@@ -123,14 +121,13 @@ def check_batch(batch: mmfs.FeatureBatch, expected: list[Row | None], where: str
             assert et[i] == T0 + np.timedelta64(r.t, "ns"), f"{where}: event time {et[i]}"
 
 
-class VersionsModel(RuleBasedStateMachine):
+class VersionsModel(StoreMachine):
     """The store's versions against the model (see the module docstring)."""
+
+    prefix = "mmfs-versions-"
 
     def __init__(self) -> None:
         super().__init__()
-        self.path = tempfile.mkdtemp(prefix="mmfs-versions-")
-        self.store: mmfs.Store | None = None
-        self.reader: mmfs.Store | None = None
         self.committed: list[Row] = []
         self.pending: list[Row] = []
         self.seq = 0
@@ -164,19 +161,7 @@ class VersionsModel(RuleBasedStateMachine):
             self.do_write(batch, one_time)
         self.do_commit("create g", tag)
 
-    def teardown(self) -> None:
-        for s in (self.reader, self.store):
-            if s is not None:
-                with contextlib.suppress(Exception):
-                    s.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-
     # -- helpers ---------------------------------------------------------------------------
-
-    @property
-    def writer(self) -> mmfs.Store:
-        assert self.store is not None
-        return self.store
 
     def live(self) -> list[int]:
         return sorted(self.rows)

@@ -172,7 +172,12 @@ cdef inline int64_t lower_from(const int64_t *a, int64_t pos, int64_t m,
         hi = lo + step
     if hi > m:
         hi = m
-    lo += 1  # now a[lo - 1] < s and (hi == m or a[hi] >= s)
+    return lower_in(a, lo + 1, hi, s)  # a[lo] < s and (hi == m or a[hi] >= s)
+
+
+cdef inline int64_t lower_in(const int64_t *a, int64_t lo, int64_t hi, int64_t s) noexcept nogil:
+    """The first i in [lo, hi) with a[i] >= s (hi when none; a sorted ascending)."""
+    cdef int64_t mid
     while lo < hi:
         mid = (lo + hi) >> 1
         if a[mid] < s:
@@ -593,14 +598,7 @@ cdef class RowTable:
                 lo = lower_from(rs, cursor[r], m, s)
                 cursor[r] = lo
             else:
-                lo = 0  # first entry with slot >= s
-                hi = m
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if rs[mid] < s:
-                        lo = mid + 1
-                    else:
-                        hi = mid
+                lo = lower_in(rs, 0, m, s)  # first entry with slot >= s
             hi = lower_from(rs, lo, m, s + 1)  # past the slot's entries
             a = lo  # first of them after t
             b = hi
