@@ -675,10 +675,8 @@ cdef class RowTable:
             o = &ov[0]
         ss_arr = np.take(slots, order)
         st_arr = np.take(times, order)
-        sr_arr = np.empty(n, dtype=np.int64)
         cdef const int64_t[::1] ss = ss_arr
         cdef const int64_t[::1] st = st_arr
-        cdef int64_t[::1] sr = sr_arr
         nch = max(1, min(<Py_ssize_t>n_threads, n))
         cursors = np.zeros((nch, max(1, self.n_runs)), dtype=np.int64)
         cdef int64_t[:, ::1] cur = cursors
@@ -686,11 +684,8 @@ cdef class RowTable:
             lo_k = c * n // nch
             hi_k = (c + 1) * n // nch
             for k in range(lo_k, hi_k):
-                sr[k] = self.asof_slot(ss[k], st[k], &cur[c, 0], False)
-        with nogil:
-            for k in range(n):
-                rows[order[k]] = sr[k]
-        del ss_arr, st_arr, sr_arr
+                rows[order[k]] = self.asof_slot(ss[k], st[k], &cur[c, 0], False)
+        del ss_arr, st_arr
         return self.check_gather(slots, times, rows, ttl, n_threads, plan, o)
 
     cdef int64_t check_gather(self, const int64_t[::1] slots, const int64_t[::1] times,
