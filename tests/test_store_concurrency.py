@@ -271,6 +271,35 @@ def _finish(procs: list[subprocess.Popen[bytes]]) -> None:
             p.stdout.close()
 
 
+def _beside_readers(
+    writer: mmfs.Store,
+    script: str,
+    path: str,
+    final: int,
+    commits: Any,
+    *,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Start two reader processes running ``script``, wait until both read, run
+    ``commits()``, and return their reports (asserting none found a problem); the
+    writer is closed at the end."""
+    procs = [_spawn(_SHARED + script, path, str(final), str(seed)) for seed in range(2)]
+    try:
+        lines = [_Lines(p) for p in procs]
+        for rd in lines:  # each reader opened the store and read
+            assert rd.line(120) == "ready"
+        commits()
+        results = [json.loads(rd.line(timeout)) for rd in lines]
+        for p in procs:
+            assert p.wait(60) == 0
+    finally:
+        _finish(procs)
+        writer.close()
+    problems = [f"reader {i}: {e}" for i, res in enumerate(results) for e in res["errors"]]
+    assert not problems, "\n".join(problems[:10])
+    return results
+
+
 def _writer(path: str, ns: dict[str, Any]) -> mmfs.Store:
     """The writer, its group created.  Small segments: commits cross them.  No fsync:
     commits come fast, one after another."""
@@ -302,21 +331,12 @@ def test_readers_see_whole_commits_while_a_writer_commits(tmp_path: Path) -> Non
     path = str(tmp_path / "s")
     writer = _writer(path, ns)
     assert _write_version(writer, ns, 1) == 1
-    procs = [_spawn(_SHARED + _READER, path, str(final), str(seed)) for seed in range(2)]
-    try:
-        lines = [_Lines(p) for p in procs]
-        for rd in lines:  # each reader opened the store and read version 1
-            assert rd.line(120) == "ready"
+
+    def commits() -> None:
         for version in range(2, final + 1):
             assert _write_version(writer, ns, version) == version
-        results = [json.loads(rd.line(120)) for rd in lines]
-        for p in procs:
-            assert p.wait(60) == 0
-    finally:
-        _finish(procs)
-        writer.close()
-    problems = [f"reader {i}: {e}" for i, res in enumerate(results) for e in res["errors"]]
-    assert not problems, "\n".join(problems[:10])
+
+    results = _beside_readers(writer, _READER, path, final, commits, timeout=120)
     union: set[int] = set()
     for res in results:
         assert res["first"] == 1  # opened before the commits ...
@@ -381,23 +401,14 @@ def test_pinned_readers_keep_their_versions_while_a_writer_commits_and_collects(
     writer = _writer(path, ns)
     for version in range(1, 4):
         _write_version(writer, ns, version)
-    procs = [_spawn(_SHARED + _PINNED_READER, path, str(final), str(seed)) for seed in range(2)]
-    try:
-        lines = [_Lines(p) for p in procs]
-        for rd in lines:
-            assert rd.line(120) == "ready"
+
+    def commits() -> None:
         for version in range(4, final + 1):
             _write_version(writer, ns, version, [f"t{version}"] if version % 7 == 0 else None)
             if version % 5 == 0:
                 writer.gc(keep=4)
-        results = [json.loads(rd.line(180)) for rd in lines]
-        for p in procs:
-            assert p.wait(60) == 0
-    finally:
-        _finish(procs)
-        writer.close()
-    problems = [f"reader {i}: {e}" for i, res in enumerate(results) for e in res["errors"]]
-    assert not problems, "\n".join(problems[:10])
+
+    results = _beside_readers(writer, _PINNED_READER, path, final, commits, timeout=180)
     assert all(res["checked"] >= 30 for res in results)
     with mmfs.open(path, mode="r") as reader:  # tagged versions survived every gc
         kept = [v.id for v in reader.versions()]
