@@ -57,6 +57,8 @@ def test_training_set_small_api(tmp_path: Path) -> None:
         frame = only_sparse.to_pandas()
         for i in range(5):  # one 1 x 6 CSR row per entity row
             np.testing.assert_array_equal(frame["g.s"][i].toarray(), ts["g.s"][i].toarray())
+        with pytest.raises(ParameterError, match="chunk_rows"):
+            store.training_batches(entity, ["g.x"], chunk_rows=0)  # at the call, not later
         parts = list(store.training_batches(entity, ["g.x"], chunk_rows=2))
         assert [len(p) for p in parts] == [2, 2, 1]
         np.testing.assert_array_equal(np.concatenate([p["g.x"] for p in parts]), ts["g.x"])

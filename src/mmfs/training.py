@@ -194,7 +194,7 @@ def parse_ttl(ttl: Any) -> int:
 
 def _columns_of(entity: Any) -> tuple[dict[str, Any], Any]:
     """(name -> column values, pandas index or None) of an entity frame."""
-    if hasattr(entity, "columns") and hasattr(entity, "index"):  # a pandas DataFrame
+    if _is_dataframe(entity):
         return {str(c): entity[c] for c in entity.columns}, entity.index
     if isinstance(entity, Mapping):
         cols = {str(k): v for k, v in entity.items()}
@@ -280,12 +280,8 @@ def build(
     return TrainingSet(columns, index, names, batches, where)
 
 
-def _values(column: Any) -> Any:
-    return column.to_numpy() if hasattr(column, "to_numpy") else column
-
-
 def _keys(column: Any, key_type: str, name: str) -> Any:
-    values = np.asarray(_values(column))
+    values = np.asarray(column.to_numpy() if hasattr(column, "to_numpy") else column)
     if key_type == "int64":
         if values.dtype.kind not in "iu":
             raise ParameterError(
@@ -309,10 +305,17 @@ def chunks(
     **kw: Any,
 ) -> Iterator[TrainingSet]:
     """Training sets of consecutive chunks of the entity rows (or of each frame of an
-    iterable of frames, each cut into chunks of at most ``chunk_rows``)."""
+    iterable of frames, each cut into chunks of at most ``chunk_rows``).  Bad arguments
+    raise here, not at the first chunk."""
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ParameterError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
-    frames: Iterable[Any] = [entity] if _is_frame(entity) else entity
+    single = isinstance(entity, Mapping) or _is_dataframe(entity)
+    return _chunks(store, [entity] if single else entity, features, chunk_rows, kw)
+
+
+def _chunks(
+    store: Store, frames: Iterable[Any], features: Any, chunk_rows: int, kw: dict[str, Any]
+) -> Iterator[TrainingSet]:
     for frame in frames:
         columns, _ = _columns_of(frame)
         n = len(next(iter(columns.values()))) if columns else 0
@@ -325,5 +328,7 @@ def chunks(
             yield build(store, part, features, **kw)
 
 
-def _is_frame(entity: Any) -> bool:
-    return isinstance(entity, Mapping) or (hasattr(entity, "columns") and hasattr(entity, "index"))
+def _is_dataframe(entity: Any) -> bool:
+    """A pandas DataFrame (or anything with its columns and index), without importing
+    pandas."""
+    return hasattr(entity, "columns") and hasattr(entity, "index")
