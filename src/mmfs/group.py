@@ -724,8 +724,8 @@ class FeatureGroup:
             snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         else:
             snap = self._store._version_snapshot(self.name, version)
-        if as_of is None and snap.pinned:  # a pinned version reads through the history
-            as_of = _END_OF_TIME
+            if as_of is None:  # a pinned version reads through the history
+                as_of = _END_OF_TIME
         kind = type(keys)
         if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
             if as_of is None:
