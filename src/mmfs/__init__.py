@@ -19,17 +19,21 @@ from mmfs.errors import (
     LockedError,
     MemoryBudgetError,
     MetricError,
+    MissingDependencyError,
     MmfsError,
     NotFoundError,
     ParameterError,
     ReadOnlyError,
+    ScoringError,
     StoreClosedError,
+    WorkerDiedError,
 )
 from mmfs.featurebatch import FeatureBatch
 from mmfs.group import FeatureGroup
 from mmfs.lineage import register_function, registered_functions
 from mmfs.neighbors import knn, radius
 from mmfs.schema import category, dense, scalar, sparse
+from mmfs.scoring import Scorer, score
 from mmfs.store import Store, Version, open
 from mmfs.training import TrainingSet
 
@@ -45,14 +49,18 @@ __all__ = [
     "LockedError",
     "MemoryBudgetError",
     "MetricError",
+    "MissingDependencyError",
     "MmfsError",
     "NotFoundError",
     "ParameterError",
     "ReadOnlyError",
+    "Scorer",
+    "ScoringError",
     "Store",
     "StoreClosedError",
     "TrainingSet",
     "Version",
+    "WorkerDiedError",
     "__version__",
     "category",
     "cdist",
@@ -67,6 +75,7 @@ __all__ = [
     "registered_functions",
     "registered_metrics",
     "scalar",
+    "score",
     "show_config",
     "sparse",
     "unregister_metric",

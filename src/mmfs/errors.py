@@ -14,10 +14,14 @@ __all__ = [
     "LockedError",
     "MemoryBudgetError",
     "MetricError",
+    "MissingDependencyError",
     "MmfsError",
     "NotFoundError",
     "ParameterError",
+    "ReadOnlyError",
+    "ScoringError",
     "StoreClosedError",
+    "WorkerDiedError",
 ]
 
 
@@ -66,3 +70,15 @@ class LockedError(MmfsError, TimeoutError):
 
 class ReadOnlyError(MmfsError, PermissionError):
     """A write to a store opened read-only (mode="r")."""
+
+
+class MissingDependencyError(MmfsError, ImportError):
+    """An optional dependency (torch, pyarrow, pandas) that a method needs is missing."""
+
+
+class ScoringError(MmfsError, RuntimeError):
+    """A batch failed in a scoring worker; the message holds the worker's traceback."""
+
+
+class WorkerDiedError(ScoringError):
+    """A scoring worker process died (killed, crashed) before returning its batch."""

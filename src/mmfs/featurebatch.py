@@ -12,6 +12,15 @@ order (a numpy record array of the selection; when all of them are float32 it is
                             request order (categories as their codes, bools as 0/1)
   ``batch.mask``            True where a key was missing (numpy.ma's convention)
   ``batch.event_time``      datetime64[ns] of each key's row (NaT where missing)
+  ``np.asarray(batch)``     the same matrix as ``to_numpy()``
+  ``batch.to_torch()``      that matrix as a torch tensor sharing its memory
+  ``batch.to_arrow()``      a pyarrow RecordBatch, one column per feature, null where
+                            missing (a dense feature that lies contiguous in the block,
+                            as in a one-feature batch, is not copied)
+  ``batch.to_pandas()``     a pandas DataFrame indexed by the keys
+
+torch, pyarrow and pandas are optional: each is imported only by the method that needs it,
+and its absence is a clear :class:`~mmfs.errors.MissingDependencyError`.
 
 Missing keys read as NaN in float features and in ``to_numpy()``, 0 in int64 scalars,
 False in bools, None in categories and an empty row in sparse features; ``mask`` tells
@@ -25,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmfs.errors import ParameterError
-from mmfs.schema import Category, Sparse
+from mmfs.errors import MissingDependencyError, ParameterError
+from mmfs.schema import Category, Dense, Scalar, Sparse
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmfs.group import _Plan, _Snapshot
@@ -65,6 +74,11 @@ class FeatureBatch:
     def names(self) -> tuple[str, ...]:
         """The features of the batch, in request order."""
         return self._plan.names
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes a key takes in the batch's block (what ``get(out=)`` needs per key)."""
+        return self._plan.row_bytes
 
     def __len__(self) -> int:
         return self._found.shape[0]
@@ -203,3 +217,120 @@ class FeatureBatch:
         codes = np.array(self._records()[name], dtype=np.int32)
         codes[~self._found] = -1
         return self._snap.check_codes(name, codes)
+
+    # -- other libraries' types ---------------------------------------------------------
+
+    def to_torch(self) -> Any:
+        """``to_numpy()`` as a torch tensor; ``torch.from_numpy`` shares its memory."""
+        torch = _optional("torch", "to_torch()")
+        return torch.from_numpy(self.to_numpy())
+
+    def to_pandas(self) -> Any:
+        """A DataFrame indexed by the keys, one column per feature in request order.
+
+        Floats are NaN where a key is missing; int64 and bool features become pandas'
+        nullable Int64 and boolean when a key is missing; categories are str or None;
+        dense vectors one array per row; sparse vectors one 1 x dim CSR per row.  When
+        every feature is a float32 scalar the frame's one block is the batch's own.
+        """
+        pd = _optional("pandas", "to_pandas()")
+        frame = self.frame(list(self.names), list(self.names), pd)
+        frame.index = pd.Index(self.keys, name=self._snap.meta.key)
+        return frame
+
+    def frame(self, features: list[str], columns: list[str], pd: Any) -> Any:
+        """A DataFrame (default index) of ``features`` named ``columns``."""
+        types = self._snap.features
+        if (
+            self._plan.all_f32
+            and features == list(self.names)
+            and all(types[f].width == 1 for f in features)
+        ):  # the block is the frame's one float32 block: no copy
+            return pd.DataFrame(self.to_numpy(), columns=columns, copy=False)
+        n = len(self)
+        cols = {c: self._pandas_column(f, n, pd) for c, f in zip(columns, features, strict=True)}
+        return pd.DataFrame(cols, index=pd.RangeIndex(n))
+
+    def _pandas_column(self, feature: str, n: int, pd: Any) -> Any:
+        value = self[feature]
+        if isinstance(self._snap.features[feature], Sparse):
+            return pd.Series([value[i] for i in range(n)], dtype=object)
+        if value.ndim == 2:
+            return pd.Series(list(value), dtype=object)
+        if value.dtype == object:  # categories: str or None, whatever the rows hold
+            return pd.Series(value, dtype=object)
+        missing = self.mask
+        if value.dtype.kind in "ib" and missing.any():
+            kind = "Int64" if value.dtype.kind == "i" else "boolean"
+            return pd.array(np.where(missing, None, value), dtype=kind)
+        return value
+
+    def to_arrow(self) -> Any:
+        """A pyarrow RecordBatch: one column per feature in request order, null where a
+        key is missing.  Scalars are primitive arrays, dense vectors fixed-size lists,
+        categories dictionary arrays (int32 codes over the category strings), sparse
+        vectors a struct of two lists (``indices`` int32, ``values`` float32) sharing the
+        CSR's buffers.  A numeric column whose values lie contiguous in the batch's block
+        (a one-feature batch, or the one feature of a row) is not copied."""
+        pa = _optional("pyarrow", "to_arrow()")
+        n = len(self)
+        valid = None
+        if not self._all:
+            valid = pa.py_buffer(np.packbits(self._found, bitorder="little"))
+        columns = [self._arrow_column(pa, name, n, valid) for name in self.names]
+        return pa.RecordBatch.from_arrays(columns, names=list(self.names))
+
+    def _arrow_column(self, pa: Any, name: str, n: int, valid: Any) -> Any:
+        ftype = self._snap.features[name]
+        if isinstance(ftype, Category):
+            codes = self.codes(name)
+            table = self._snap.category_table(name)
+            return pa.DictionaryArray.from_arrays(
+                pa.array(codes, mask=codes < 0), pa.array(table.tolist(), pa.string())
+            )
+        if isinstance(ftype, Sparse):
+            csr = self[name]
+            offsets = pa.py_buffer(np.ascontiguousarray(csr.indptr, dtype=np.int32))
+            idx = pa.Array.from_buffers(
+                pa.int32(), csr.nnz, [None, pa.py_buffer(_c(csr.indices, np.int32))]
+            )
+            val = pa.Array.from_buffers(
+                pa.float32(), csr.nnz, [None, pa.py_buffer(_c(csr.data, np.float32))]
+            )
+            lists = [
+                pa.ListArray.from_buffers(pa.list_(a.type), n, [None, offsets], children=[a])
+                for a in (idx, val)
+            ]
+            return pa.StructArray.from_arrays(lists, ["indices", "values"], mask=_mask(pa, self))
+        value = self[name]
+        if value.dtype == np.bool_:
+            return pa.array(value, mask=None if valid is None else ~self._found)
+        flat = _c(value, value.dtype)
+        prim = pa.from_numpy_dtype(flat.dtype)
+        if isinstance(ftype, Scalar):
+            return pa.Array.from_buffers(prim, n, [valid, pa.py_buffer(flat)])
+        assert isinstance(ftype, Dense)
+        w = ftype.width
+        child = pa.Array.from_buffers(prim, n * w, [None, pa.py_buffer(flat)])
+        return pa.FixedSizeListArray.from_buffers(pa.list_(prim, w), n, [valid], children=[child])
+
+
+def _c(value: np.ndarray, dtype: Any) -> np.ndarray:
+    """value as a C-contiguous array of dtype (itself when it already is one)."""
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _mask(pa: Any, batch: FeatureBatch) -> Any:
+    return None if batch._all else pa.array(~batch._found)
+
+
+def _optional(module: str, what: str) -> Any:
+    """Import an optional dependency, or say which one ``what`` needs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{what} needs {module}, an optional dependency: pip install {module}"
+        ) from None

@@ -28,7 +28,7 @@ publishes a manifest.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -60,6 +60,7 @@ PAGE_BITS: Final = 6  # 64 slots (512 bytes) per page-table page
 _STR_OVERHEAD: Final = 49  # bytes of a Python str object beyond its characters
 _INDEX_VERIFY_LIMIT: Final = 1 << 20  # key index files checksummed on load up to 1 MiB
 _I64 = np.dtype(np.int64)
+_MAX_AUTO_BATCH: Final = 1 << 17  # iter_batches' default batch size, at most
 _SCALAR_DTYPES: Final = {
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
@@ -699,6 +700,7 @@ class FeatureGroup:
         as_of: Any = None,
         missing: str = "nan",
         n_threads: int | None = None,
+        out: np.ndarray | None = None,
     ) -> FeatureBatch:
         """The latest committed values of ``features`` (default: all) for ``keys``.
 
@@ -715,41 +717,147 @@ class FeatureGroup:
         :class:`~mmfs.errors.NotFoundError` naming them.  Each call first checks whether
         the store has committed since the last read (one load from a mapped counter) and
         then reads the newest generation.
+
+        Many keys are resolved and their rows copied by one nogil kernel call each
+        (OpenMP-parallel above a size threshold; ``n_threads`` as everywhere in mmfs).
+        The batch's values live in one block charged to the memory budget; ``out=``, a
+        writable C-contiguous array of at least ``len(keys) * batch.row_bytes`` bytes
+        (for example the ``to_numpy()`` of an earlier batch of the same features),
+        becomes that block instead: nothing is allocated or charged, and ``to_numpy()``
+        is a view of ``out`` when every feature is float32.
         """
-        if missing != "nan" and missing != "raise":
-            raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
-        if version is None:
-            version = self._version
-        if version is None:
-            snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
-        else:
-            snap = self._store._version_snapshot(self.name, version)
-            if as_of is None:  # a pinned version reads through the history
-                as_of = _END_OF_TIME
+        _check_missing_arg(missing)
+        snap, as_of = self._resolve(version, as_of)
         kind = type(keys)
-        if (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
+        if out is not None:
+            pass  # one key goes through the many-key path, which fills out
+        elif (kind is int and not snap.str_keys) or (kind is str and snap.str_keys):
             if as_of is None:
                 return self._get_one(snap, keys, features, missing)
             return self._get_one_as_of(snap, keys, features, missing, as_of)
         if snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
+        return self._read(snap, keys, features, as_of, missing, n_threads, out)
+
+    def iter_batches(
+        self,
+        keys: Any = None,
+        batch_size: int | None = None,
+        features: Any = None,
+        *,
+        version: int | str | None = None,
+        as_of: Any = None,
+        missing: str = "nan",
+        n_threads: int | None = None,
+    ) -> Iterator[FeatureBatch]:
+        """``get`` in batches of ``batch_size`` keys, for key sets whose values do not
+        fit in memory at once: one :class:`FeatureBatch` per chunk, in key order.
+
+        ``keys=None`` walks every committed key of the group (of ``version``) in the
+        order of first write.  ``batch_size=None`` sizes the batches from the store's
+        memory budget: a quarter of what it has free, at most 131,072 keys.  The store is
+        read as it was when the iteration started: commits made meanwhile are not seen.
+        ``as_of`` is one event time or one per key.  The arguments are checked at the
+        call, before the first batch."""
+        _check_missing_arg(missing)
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ParameterError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+        snap, as_of = self._resolve(version, as_of)
+        if snap.table.stale():
+            snap = self._store._snapshot(self.name, refresh=True)
+        plan = snap.plan(features)
+        if keys is None:
+            n = snap.meta.n_slots
+        else:
+            keys = key_sequence(keys)
+            n = len(keys)
+        times = None if as_of is None else to_ns(as_of, n).view("datetime64[ns]")
+        if batch_size is None:
+            budget = self._store.budget
+            per_key = plan.row_bytes + 24  # the block, rows, keys and times of a batch
+            batch_size = (
+                _MAX_AUTO_BATCH
+                if budget is None
+                else budget.rows_for_budget(per_key, maximum=_MAX_AUTO_BATCH)
+            )
+        return self._batches(snap, keys, n, batch_size, plan.names, times, missing, n_threads)
+
+    def _batches(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        n: int,
+        size: int,
+        features: tuple[str, ...],
+        times: np.ndarray | None,
+        missing: str,
+        n_threads: int | None,
+    ) -> Iterator[FeatureBatch]:
+        every = keys is None
+        if every and not snap.str_keys:
+            keys = snap.index.keys()
+        for a in range(0, n, size):
+            b = min(n, a + size)
+            if every and snap.str_keys:
+                chunk = snap.index.keys(a, b)
+            else:
+                assert keys is not None
+                chunk = keys[a:b]
+            if every and times is None and not snap.pinned:  # rows straight from slots
+                rows = np.arange(a, b, dtype=_I64)
+                if snap.table.rows_of_slots(rows) or (rows < 0).any():
+                    raise self._corrupt()
+                yield self._gather(snap, chunk, rows, features, n_threads, "iter_batches()")
+            else:
+                t = None if times is None else times[a:b]
+                yield self._read(snap, chunk, features, t, missing, n_threads, None)
+
+    def _resolve(self, version: int | str | None, as_of: Any) -> tuple[_Snapshot, Any]:
+        """The snapshot a read of ``version`` (default: the group's own, else the newest)
+        sees, and its as_of (a pinned version reads through the history)."""
+        if version is None:
+            version = self._version
+        if version is None:
+            snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
+            return snap, as_of
+        snap = self._store._version_snapshot(self.name, version)
+        return snap, _END_OF_TIME if as_of is None else as_of
+
+    def _read(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        features: Any,
+        as_of: Any,
+        missing: str,
+        n_threads: int | None,
+        out: np.ndarray | None,
+    ) -> FeatureBatch:
+        """Many keys of one snapshot: resolve, then gather (or search the history)."""
         if as_of is None:
             rows, bad = self._rows_of(snap, keys, n_threads)
             if bad:
                 raise self._corrupt()
             if missing != "nan":
                 self._check_missing(snap, keys, rows >= 0, missing)
-            return self._gather(snap, keys, rows, features, n_threads)
-        batch = self._as_of_batch(snap, keys, as_of, features, n_threads=n_threads)
+            return self._gather(snap, keys, rows, features, n_threads, out=out)
+        batch = self._as_of_batch(snap, keys, as_of, features, n_threads=n_threads, out=out)
         if missing != "nan":
             self._check_missing(snap, keys, batch._found, missing)
         return batch
 
-    def _block(self, plan: _Plan, n: int, call: str = "get()") -> np.ndarray:
-        """An output block for n records of plan, charged to the memory budget."""
+    def _block(
+        self, plan: _Plan, n: int, call: str = "get()", out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """An output block for n records of plan, charged to the memory budget (or the
+        first bytes of the caller's ``out``)."""
         nbytes = n * plan.row_bytes
         plan.reads[0] += 1
         plan.reads[1] += n
+        if out is not None:
+            return _out_block(out, nbytes, plan)
         if nbytes > 1 << 20:
             self._store._charge_now(nbytes, f"the result of {self.name}.{call} for {n} keys")
         if plan.all_f32:  # the block is the (n, d) float32 feature matrix
@@ -764,13 +872,14 @@ class FeatureGroup:
         features: Any,
         n_threads: int | None,
         call: str = "get()",
+        out: np.ndarray | None = None,
     ) -> FeatureBatch:
         """The batch of ``features`` of ``rows`` (-1: missing) of snapshot ``snap``,
         gathered by one kernel call into one block charged to the memory budget."""
         found = rows >= 0
         plan = snap.plan(features)
         n = rows.shape[0]
-        block = self._block(plan, n, call)
+        block = self._block(plan, n, call, out)
         snap.table.gather_plan(
             rows, plan.fields, block.view(np.uint8).reshape(-1), _threads(n, n_threads)
         )
@@ -786,6 +895,7 @@ class FeatureGroup:
         ttl: int = -1,
         n_threads: int | None = None,
         call: str = "get()",
+        out: np.ndarray | None = None,
     ) -> FeatureBatch:
         """The batch of ``features`` of keys as of event time(s) as_of (and, with ``ttl``
         >= 0 ns, no older than as_of - ttl).  Many keys are sorted by slot (counting sort)
@@ -797,7 +907,7 @@ class FeatureGroup:
             rows = np.empty(n, dtype=_I64)
             if snap.table.asof_rows(slots, times, rows, ttl, _threads(n, n_threads)):
                 raise self._corrupt()
-            return self._gather(snap, keys, rows, features, n_threads, call)
+            return self._gather(snap, keys, rows, features, n_threads, call, out)
         n_slots = snap.meta.n_slots
         order = (
             _store.slot_order(slots, n_slots)
@@ -805,7 +915,7 @@ class FeatureGroup:
             else np.argsort(slots, kind="stable")
         )
         plan = snap.plan(features)
-        block = self._block(plan, n, call)
+        block = self._block(plan, n, call, out)
         rows = np.empty(n, dtype=_I64)
         bad = snap.table.asof_sorted(
             slots, times, order, rows, ttl, _threads(n, n_threads), plan.fields,
@@ -1122,6 +1232,28 @@ class FeatureGroup:
         return np.stack([starts, counts], axis=1)
 
 
+def _check_missing_arg(missing: object) -> None:
+    if missing != "nan" and missing != "raise":
+        raise ParameterError(f'missing must be "nan" or "raise", got {missing!r}')
+
+
+def _out_block(out: object, nbytes: int, plan: _Plan) -> np.ndarray:
+    """The first nbytes of the caller's buffer as a batch block of plan."""
+    if not isinstance(out, np.ndarray):
+        raise ParameterError(f"out must be a numpy array, got {type(out).__name__}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ParameterError("out must be a writable C-contiguous array")
+    if out.nbytes < nbytes:
+        raise ParameterError(
+            f"out holds {out.nbytes} bytes; this batch needs {nbytes} "
+            f"({plan.row_bytes} bytes a key)"
+        )
+    block = out.reshape(-1).view(np.uint8)[:nbytes]
+    if plan.all_f32:  # the (n, d) float32 feature matrix, as _block makes it
+        return block.view(np.float32).reshape(-1, plan.row_bytes // 4)
+    return block
+
+
 def _threads(n: int, n_threads: int | None) -> int:
     if n_threads is None and n * 64 < PARALLEL_GRAIN:
         return 1
@@ -1194,6 +1326,19 @@ def _materialise(keys: Any) -> Any:
         return list(keys)
     except TypeError:
         return keys  # not iterable: the key checks say what is wrong with it
+
+
+def key_sequence(keys: Any) -> Any:
+    """keys as something with len() and slices: an array or list as it is, one key as a
+    list of one, any other iterable (a generator, a pandas Series) listed."""
+    if isinstance(keys, np.ndarray):
+        return keys.reshape(-1) if keys.ndim == 0 else keys
+    if isinstance(keys, list | tuple):
+        return keys
+    if isinstance(keys, int | str | bytes | np.integer):
+        return [keys]
+    values = getattr(keys, "to_numpy", None)  # pandas: its array, not boxed scalars
+    return values() if callable(values) else _materialise(keys)
 
 
 def _reopen_group(path: str, name: str, version: int | None = None) -> FeatureGroup:

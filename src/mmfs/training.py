@@ -129,23 +129,10 @@ class TrainingSet:
         None; dense vectors one array per row; sparse vectors one 1 x dim CSR per row."""
         import pandas as pd
 
-        n = len(self)
         frames = []
         for group, batch in self._batches.items():
             names = [f for f in self.features if self._where[f][0] == group]
-            feats = [self._where[f][1] for f in names]
-            types = batch._snap.features
-            if (
-                batch._plan.all_f32
-                and feats == list(batch.names)
-                and all(types[f].width == 1 for f in feats)
-            ):  # the block is the frame's one float32 block: no copy
-                frames.append(pd.DataFrame(batch.to_numpy(), columns=names, copy=False))
-                continue
-            cols: dict[str, Any] = {}
-            for name, f in zip(names, feats, strict=True):
-                cols[name] = _column(batch, f, n, pd)
-            frames.append(pd.DataFrame(cols))
+            frames.append(batch.frame([self._where[f][1] for f in names], names, pd))
         out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
         out = out[self.features]  # request order
         for pos, (name, values) in enumerate(self._columns.items()):
@@ -153,22 +140,6 @@ class TrainingSet:
         if self._index is not None:
             out.index = self._index
         return out
-
-
-def _column(batch: FeatureBatch, feature: str, n: int, pd: Any) -> Any:
-    ftype = batch._snap.features[feature]
-    value = batch[feature]
-    missing = batch.mask
-    if isinstance(ftype, Sparse):
-        return pd.Series([value[i] for i in range(n)], dtype=object)
-    if value.ndim == 2:
-        return pd.Series(list(value), dtype=object)
-    if value.dtype == object:  # categories: str or None, whatever the rows hold
-        return pd.Series(value, dtype=object)
-    if value.dtype.kind in "ib" and missing.any():
-        kind = "Int64" if value.dtype.kind == "i" else "boolean"
-        return pd.array(np.where(missing, None, value), dtype=kind)
-    return value
 
 
 def parse_ttl(ttl: Any) -> int:

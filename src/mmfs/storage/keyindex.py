@@ -262,11 +262,14 @@ class KeyIndex:
             raise self._corrupt(f"{bad} of {out.shape[0]} lookups met a corrupt table")
         return out
 
-    def keys(self) -> np.ndarray | list[str]:
-        """Every key in slot order: an int64 array, or a list of str."""
+    def keys(self, start: int = 0, stop: int | None = None) -> np.ndarray | list[str]:
+        """The keys of slots start..stop-1 (default: all), in slot order: an int64
+        array, or a list of str (decoded from that range alone)."""
+        stop = self._n if stop is None else min(stop, self._n)
         if self._str:
-            blob = self._bytes[: self._offsets[self._n]].tobytes()
-            bounds = self._offsets[: self._n + 1].tolist()
+            bounds = self._offsets[start : stop + 1] - self._offsets[start]
+            blob = self._bytes[self._offsets[start] : self._offsets[stop]].tobytes()
+            bounds = bounds.tolist()
             try:
                 return [blob[a:b].decode() for a, b in pairwise(bounds)]
             except UnicodeDecodeError as exc:
@@ -274,7 +277,7 @@ class KeyIndex:
         out = np.empty(self._n, dtype=_I64)
         used = self._slots >= 0
         out[self._slots[used]] = self._keys[used]
-        return out
+        return out if start == 0 and stop == self._n else out[start:stop].copy()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define this index, as read-only views (not copies).
