@@ -835,18 +835,44 @@ class FeatureGroup:
         n_threads: int | None,
         out: np.ndarray | None,
     ) -> FeatureBatch:
-        """Many keys of one snapshot: resolve, then gather (or search the history)."""
+        """Many keys of one snapshot: one kernel call resolves the keys and copies their
+        rows (as_of: searches their histories, see _as_of_batch)."""
         if as_of is None:
-            rows, bad = self._rows_of(snap, keys, n_threads)
-            if bad:
-                raise self._corrupt()
-            if missing != "nan":
-                self._check_missing(snap, keys, rows >= 0, missing)
-            return self._gather(snap, keys, rows, features, n_threads, out=out)
-        batch = self._as_of_batch(snap, keys, as_of, features, n_threads=n_threads, out=out)
+            batch = self._fetch(snap, keys, features, n_threads, out)
+        else:
+            batch = self._as_of_batch(snap, keys, as_of, features, n_threads=n_threads, out=out)
         if missing != "nan":
             self._check_missing(snap, keys, batch._found, missing)
         return batch
+
+    def _fetch(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        features: Any,
+        n_threads: int | None,
+        out: np.ndarray | None,
+    ) -> FeatureBatch:
+        """The latest rows of many keys: lookup, page-table hop and copy in one pass."""
+        plan = snap.plan(features)
+        if snap.str_keys:
+            qb, qo = _as_str_keys(keys)
+            n = qo.shape[0] - 1
+            block = self._block(plan, n, "get()", out)
+            rows = np.empty(n, dtype=_I64)
+            flat = block.view(np.uint8).reshape(-1)
+            bad = snap.table.get_str(qb, qo, rows, plan.fields, flat, _threads(n, n_threads))
+        else:
+            q = _as_int_keys(keys)
+            n = q.shape[0]
+            block = self._block(plan, n, "get()", out)
+            rows = np.empty(n, dtype=_I64)
+            flat = block.view(np.uint8).reshape(-1)
+            bad = snap.table.get_int(q, rows, plan.fields, flat, _threads(n, n_threads))
+        if bad:
+            raise self._corrupt()
+        found = rows >= 0
+        return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
 
     def _block(
         self, plan: _Plan, n: int, call: str = "get()", out: np.ndarray | None = None
@@ -995,18 +1021,6 @@ class FeatureGroup:
                 f"group {self.name!r}: {int((~found).sum())} of {found.shape[0]} keys not "
                 f"found, e.g. {ks}"
             )
-
-    def _rows_of(self, snap: _Snapshot, keys: Any, n_threads: int | None) -> tuple[np.ndarray, int]:
-        """(rows of keys, -1 where absent; number of corrupt lookups)."""
-        if snap.str_keys:
-            qb, qo = _as_str_keys(keys)
-            rows = np.empty(qo.shape[0] - 1, dtype=_I64)
-            bad = snap.table.rows_of_str(qb, qo, rows, _threads(rows.shape[0], n_threads))
-        else:
-            q = _as_int_keys(keys)
-            rows = np.empty(q.shape[0], dtype=_I64)
-            bad = snap.table.rows_of_int(q, rows, _threads(q.shape[0], n_threads))
-        return rows, bad
 
     # -- writing -----------------------------------------------------------------------
 

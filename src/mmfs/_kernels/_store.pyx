@@ -54,6 +54,7 @@ from mmfs._kernels._hash_api cimport (
 
 DEF CHUNK = 4096
 DEF AHEAD = 12  # records prefetched ahead of a gather
+DEF STAGE = 32  # keys a fused read takes through each stage together
 
 cdef extern from *:
     """
@@ -380,27 +381,42 @@ cdef class RowTable:
         return (<const uint8_t *>self.row_segs[row >> self.rseg_bits]
                 + (row & mask) * self.record_bytes)
 
-    cdef inline int64_t resolve(self, int64_t slot) noexcept nogil:
-        """slot -> row, -1 when the slot has no row in this generation, -2 corrupt."""
-        cdef int64_t p, pid, row, pmask
-        cdef const int64_t *page
-        if slot < 0 or slot >= self.n_slots:
-            return -1
+    cdef inline const int64_t *page_entry(self, int64_t slot) noexcept nogil:
+        """Where the page table holds slot's row (slot in range); NULL when the slot's
+        page is absent (-1 in the directory) or the directory is corrupt."""
+        cdef int64_t p, pid, pmask
         p = slot >> self.page_bits
         if p >= self.n_dir:
-            return K_CORRUPT
+            return NULL
         pid = self.directory[p]
-        if pid < 0:
-            return -1 if pid == -1 else K_CORRUPT
-        if pid >= self.n_pages:
-            return K_CORRUPT
+        if pid < 0 or pid >= self.n_pages:
+            return NULL
         pmask = (<int64_t>1 << self.pseg_bits) - 1
-        page = (<const int64_t *>self.page_segs[pid >> self.pseg_bits]
-                + ((pid & pmask) << self.page_bits))
-        row = page[slot & ((<int64_t>1 << self.page_bits) - 1)]
+        return (<const int64_t *>self.page_segs[pid >> self.pseg_bits]
+                + ((pid & pmask) << self.page_bits) + (slot & ((<int64_t>1 << self.page_bits) - 1)))
+
+    cdef inline int64_t page_row(self, int64_t slot) noexcept nogil:
+        """slot -> row by the page table alone (the record unread): -1 when the slot has
+        no row in this generation, K_CORRUPT for a damaged directory or page."""
+        cdef const int64_t *entry
+        cdef int64_t p, row
+        if slot < 0 or slot >= self.n_slots:
+            return -1
+        entry = self.page_entry(slot)
+        if entry == NULL:
+            p = slot >> self.page_bits
+            return -1 if p < self.n_dir and self.directory[p] == -1 else K_CORRUPT
+        row = entry[0]
         if row < 0:
             return -1 if row == -1 else K_CORRUPT
-        if row >= self.n_rows or (<const int64_t *>self.record(row))[0] != slot:
+        if row >= self.n_rows:
+            return K_CORRUPT
+        return row
+
+    cdef inline int64_t resolve(self, int64_t slot) noexcept nogil:
+        """slot -> row, -1 when the slot has no row in this generation, -2 corrupt."""
+        cdef int64_t row = self.page_row(slot)
+        if row >= 0 and (<const int64_t *>self.record(row))[0] != slot:
             return K_CORRUPT
         return row
 
@@ -502,50 +518,108 @@ cdef class RowTable:
 
     # -- many keys -----------------------------------------------------------------------
 
-    def rows_of_int(self, const int64_t[::1] keys, int64_t[::1] rows, int n_threads):
-        """rows[j] = row of keys[j] or -1; returns the number of corrupt lookups."""
+    cdef int64_t fetch(self, int64_t *rows, Py_ssize_t m, FieldPlan plan,
+                       uint8_t *o) noexcept nogil:
+        """rows[0:m] hold slots (-1: absent key): turn them into rows and copy each row's
+        fields to o (row_bytes per key; zeros and row -1 where absent), STAGE keys at a
+        time through three stages -- prefetch their page-table entries, read them and
+        prefetch the records, check and copy the records -- so that the cache misses of
+        a stage's keys overlap instead of queueing one key after another.  Returns the
+        number of corrupt entries (their rows read -1)."""
+        cdef Py_ssize_t a, e, i
+        cdef int64_t bad = 0, r, slot
+        cdef int64_t slots[STAGE]
+        cdef int64_t rb = plan.row_bytes
+        cdef const int64_t *entry
+        for a in range(0, m, STAGE):
+            e = min(m, a + STAGE)
+            for i in range(a, e):
+                slot = rows[i]
+                slots[i - a] = slot
+                if 0 <= slot < self.n_slots:
+                    entry = self.page_entry(slot)
+                    if entry != NULL:
+                        MMFS_PREFETCH(entry)
+            for i in range(a, e):
+                r = self.page_row(slots[i - a])
+                if r >= 0:
+                    self.prefetch(r)
+                rows[i] = r
+            for i in range(a, e):
+                r = rows[i]
+                if r >= 0 and (<const int64_t *>self.record(r))[0] != slots[i - a]:
+                    r = K_CORRUPT
+                if r == K_CORRUPT:
+                    bad += 1
+                    r = -1
+                    rows[i] = -1
+                self.copy_row(r, o + i * rb, plan)
+        return bad
+
+    def get_int(self, const int64_t[::1] keys, int64_t[::1] rows, FieldPlan plan,
+                uint8_t[::1] out, int n_threads):
+        """The many-key read in one pass: rows[j] = the row of keys[j] (-1: absent) and
+        its plan fields copied to out[j * row_bytes:]; returns the number of corrupt
+        lookups.  Chunks of CHUNK keys go to the threads: each looks its keys up and
+        fetches them while the chunk is still in cache."""
         cdef Py_ssize_t n = keys.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
-        if n == 0 or self.n_keys == 0:
-            rows[:] = -1
+        if n == 0:
             return 0
-        if n_threads <= 1 or n <= CHUNK:
-            with nogil:
-                bad = mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[0],
-                                      &rows[0], n)
-                bad += self.resolve_many(&rows[0], n)
-            return bad
+        cdef uint8_t *o = &out[0]
+        cdef int64_t rb = plan.row_bytes
+        if self.n_keys == 0:
+            rows[:] = -1
+            memset(o, 0, n * rb)
+            return 0
         nch = (n + CHUNK - 1) // CHUNK
+        if n_threads <= 1 or nch == 1:
+            with nogil:
+                for c in range(nch):
+                    lo = c * CHUNK
+                    m = min(CHUNK, n - lo)
+                    bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
+                                           &rows[lo], m)
+                    bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+            return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
             lo = c * CHUNK
             m = min(CHUNK, n - lo)
             bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
                                    &rows[lo], m)
-            bad += self.resolve_many(&rows[lo], m)
+            bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
         return bad
 
-    def rows_of_str(self, const uint8_t[::1] qbytes, const int64_t[::1] qoffsets,
-                    int64_t[::1] rows, int n_threads):
-        """The same for string keys: key j is qbytes[qoffsets[j]:qoffsets[j + 1]]."""
+    def get_str(self, const uint8_t[::1] qbytes, const int64_t[::1] qoffsets,
+                int64_t[::1] rows, FieldPlan plan, uint8_t[::1] out, int n_threads):
+        """get_int for string keys: key j is qbytes[qoffsets[j]:qoffsets[j + 1]]."""
         cdef Py_ssize_t n = rows.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
-        cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] else <const uint8_t *>""
-        if n == 0 or self.n_keys == 0:
-            rows[:] = -1
+        if n == 0:
             return 0
-        if n_threads <= 1 or n <= CHUNK:
-            with nogil:
-                bad = mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
-                                      self.ko, self.n_keys, qb, &qoffsets[0], &rows[0], n)
-                bad += self.resolve_many(&rows[0], n)
-            return bad
+        cdef uint8_t *o = &out[0]
+        cdef int64_t rb = plan.row_bytes
+        cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] else <const uint8_t *>""
+        if self.n_keys == 0:
+            rows[:] = -1
+            memset(o, 0, n * rb)
+            return 0
         nch = (n + CHUNK - 1) // CHUNK
+        if n_threads <= 1 or nch == 1:
+            with nogil:
+                for c in range(nch):
+                    lo = c * CHUNK
+                    m = min(CHUNK, n - lo)
+                    bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
+                                           self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
+                    bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+            return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
             lo = c * CHUNK
             m = min(CHUNK, n - lo)
             bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
                                    self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
-            bad += self.resolve_many(&rows[lo], m)
+            bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
         return bad
 
     def rows_of_slots(self, int64_t[::1] slots):
