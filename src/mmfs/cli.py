@@ -105,8 +105,54 @@ def _tour_store(path: str, data: np.ndarray, rng: np.random.Generator) -> bool:
     return ok
 
 
+def _demo_score(batch: Any) -> np.ndarray:
+    """The demo's model: the sum of a user's scalars (module level, so workers import it)."""
+    return batch.to_numpy()[:, :8].sum(axis=1)
+
+
+def _tour_batch(path: str, rng: np.random.Generator) -> bool:
+    """Part 2: batch retrieval and multi-process scoring over the store of part 1.
+    Returns whether every check passed."""
+    import mmfs
+
+    print("\n[batch] many keys in one call, streaming, scoring workers")
+    with mmfs.open(path, mode="r") as reader:
+        users = reader["users"]
+        keys = np.asarray(users.keys())
+        n = keys.shape[0]
+        feats = [f"s{i}" for i in range(8)] + ["embedding"]
+        pos = rng.integers(0, n, min(n, 200_000))
+        q = keys[pos]
+        data = users.get(keys, feats).to_numpy().copy()  # the numpy floor: positions known
+        _, t_floor = _timed(lambda: data[pos])
+        one, t_one = _timed(lambda: users.get(q, feats, n_threads=1).to_numpy())
+        allc, t_all = _timed(lambda: users.get(q, feats).to_numpy())
+        same = np.array_equal(one, allc) and np.array_equal(one, data[pos])
+        print(
+            f"  get({len(q):,} keys): {t_one * 1e3:.1f} ms on 1 thread, {t_all * 1e3:.1f} ms on "
+            f"{mmfs.effective_n_threads()}; numpy data[pos] with positions known "
+            f"{t_floor * 1e3:.1f} ms; identical: {same}"
+        )
+        seen = 0
+        t = time.perf_counter()
+        for part in users.iter_batches(batch_size=65_536, features=feats):
+            seen += len(part)
+        print(f"  iter_batches over all {n:,} users: {seen:,} rows in "
+              f"{time.perf_counter() - t:.2f} s")  # fmt: skip
+        with mmfs.Scorer(path, "users", _demo_score, feats, workers=2) as scorer:
+            _, t_first = _timed(lambda: scorer.score(q[:1000]), repeat=1)  # workers start
+            got, t_score = _timed(lambda: scorer.score(q))
+        want = _demo_score(users.get(q, feats))
+        scored = bool(np.array_equal(got, want))
+        print(
+            f"  mmfs.Scorer, 2 worker processes: {len(q):,} keys in {t_score * 1e3:.0f} ms "
+            f"(after {t_first:.1f} s to start them); equal to scoring in this process: {scored}"
+        )
+    return same and seen == n and scored
+
+
 def _tour_versions(path: str, rng: np.random.Generator) -> bool:
-    """Part 2: versions, event time and a point-in-time training set.  Returns whether
+    """Part 3: versions, event time and a point-in-time training set.  Returns whether
     every check passed."""
     import mmfs
 
@@ -185,7 +231,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  generated {data.nbytes / 2**20:.0f} MiB in {time.perf_counter() - t0:.2f} s")
 
     with tempfile.TemporaryDirectory(prefix="mmfs-demo-") as tmp:
-        store_ok = _tour_store(args.path or os.path.join(tmp, "features.mmfs"), data, rng)
+        path = args.path or os.path.join(tmp, "features.mmfs")
+        store_ok = _tour_store(path, data, rng)
+        store_ok &= _tour_batch(path, rng)
         store_ok &= _tour_versions(os.path.join(tmp, "versions.mmfs"), rng)
 
     print(f"\n[vectors] exact k-NN over the {n:,} x {dim} embeddings")
