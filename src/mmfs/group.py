@@ -292,6 +292,7 @@ class _Snapshot:
         runs are read up to the version's row count.  A pinned snapshot has no page
         table: it reads every key through the history (get as of the end of time)."""
         self.meta = meta
+        self.gen = gen  # the generation read (a pinned snapshot: a sentinel)
         self.budget = budget
         self._reservations: dict[str, Reservation] = {}
         self.files = files
@@ -735,7 +736,11 @@ class FeatureGroup:
             if as_of is None:
                 return self._get_one(snap, keys, features, missing)
             return self._get_one_as_of(snap, keys, features, missing, as_of)
-        if snap.table.stale():
+        if snap.pinned:
+            live = self._live_at(snap, version) if as_of is _END_OF_TIME else snap
+            if live is not snap:
+                snap, as_of = live, None
+        elif snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
         return self._read(snap, keys, features, as_of, missing, n_threads, out)
 
@@ -824,6 +829,23 @@ class FeatureGroup:
             return snap, as_of
         snap = self._store._version_snapshot(self.name, version)
         return snap, _END_OF_TIME if as_of is None else as_of
+
+    def _live_at(self, snap: _Snapshot, version: int | str | None) -> _Snapshot:
+        """For a many-key read of a pinned version that is the newest one: the live
+        snapshot (its page table is faster than the history; a reader's live snapshot
+        reads its own generation forever, whatever commits later).  Else snap."""
+        store = self._store
+        if version is None:
+            version = self._version
+        if store.mode != "r" or version is None:  # a writer's live state is its own
+            return snap
+        try:
+            live = store._snapshot(self.name)
+        except NotFoundError:  # dropped since
+            return snap
+        if live.gen != store.version(version) or live.table.stale():
+            return snap
+        return live
 
     def _read(
         self,
