@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmfs._config import usable_cpu_count
-from mmfs.errors import ParameterError, ScoringError, WorkerDiedError
+from mmfs._config import effective_n_threads, usable_cpu_count
+from mmfs.errors import ParameterError, ScoringError, StoreClosedError, WorkerDiedError
 from mmfs.featurebatch import FeatureBatch
 from mmfs.group import key_sequence
 
@@ -69,7 +69,7 @@ def _score_batch(index: int, keys: Any, as_of: Any) -> np.ndarray:
     """Worker side: read one batch, apply fn, return one result per key."""
     try:
         return _apply(_WORKER["group"], _WORKER["fn"], _WORKER["options"], keys, as_of)
-    except Exception:
+    except BaseException:  # SystemExit too: it would end the caller, not this batch
         raise ScoringError(
             f"batch {index} ({len(keys)} keys, first {_first(keys)!r}) failed in worker "
             f"process {os.getpid()}:\n{traceback.format_exc()}"
@@ -78,7 +78,10 @@ def _score_batch(index: int, keys: Any, as_of: Any) -> np.ndarray:
 
 def _apply(group: FeatureGroup, fn: Any, options: dict[str, Any], keys: Any, as_of: Any) -> Any:
     batch = group.get(keys, as_of=as_of, **options)
-    result = np.asarray(fn(batch))
+    try:
+        result = np.asarray(fn(batch))
+    except Exception as exc:  # in the calling process (workers=0): the same error type
+        raise ScoringError(f"fn failed on a batch of {len(keys)} keys: {exc!r}") from exc
     if result.ndim == 0 or result.shape[0] != len(keys):
         raise ScoringError(
             f"fn must return one result per key ({len(keys)}), got an array of shape {result.shape}"
@@ -132,6 +135,8 @@ class Scorer:
             raise ParameterError(f"timeout must be None or seconds > 0, got {timeout!r}")
         if not callable(fn):
             raise ParameterError(f"fn must be callable, got {fn!r}")
+        if n_threads is not None:
+            effective_n_threads(n_threads)  # checks it
         self._local = open_store(path, mode="r")  # pins the version, checks the arguments
         try:
             version = self._local.generation if version is None else self._local.version(version)
@@ -161,6 +166,7 @@ class Scorer:
         self._options = {"features": features, "n_threads": threads}
         self._fn = fn
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
@@ -176,6 +182,7 @@ class Scorer:
 
     def close(self) -> None:
         """Stop the workers (they finish nothing further) and close the store."""
+        self._closed = True
         self._stop(kill=False)
         self._local.close()
 
@@ -201,6 +208,8 @@ class Scorer:
     def score(self, keys: Any, *, as_of: Any = None) -> np.ndarray:
         """``fn`` of the batch of every key, concatenated in key order.  ``as_of``: one
         event time, or one per key (see ``FeatureGroup.get``)."""
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
         keys = key_sequence(keys)
         if isinstance(keys, np.ndarray) and keys.ndim != 1:
             raise ParameterError(f"keys must be one-dimensional, got shape {keys.shape}")
