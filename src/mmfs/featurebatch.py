@@ -303,16 +303,21 @@ class FeatureBatch:
             ]
             return pa.StructArray.from_arrays(lists, ["indices", "values"], mask=_mask(pa, self))
         value = self[name]
-        if value.dtype == np.bool_:
-            return pa.array(value, mask=None if valid is None else ~self._found)
-        flat = _c(value, value.dtype)
-        prim = pa.from_numpy_dtype(flat.dtype)
-        if isinstance(ftype, Scalar):
-            return pa.Array.from_buffers(prim, n, [valid, pa.py_buffer(flat)])
+        if value.dtype == np.bool_:  # arrow packs bools into bits: one copy
+            values = pa.array(value.reshape(-1))
+            if isinstance(ftype, Scalar):
+                return pa.array(value, mask=None if valid is None else ~self._found)
+        else:
+            flat = _c(value, value.dtype)
+            values = pa.Array.from_buffers(
+                pa.from_numpy_dtype(flat.dtype), flat.size, [None, pa.py_buffer(flat)]
+            )
+            if isinstance(ftype, Scalar):
+                return pa.Array.from_buffers(values.type, n, [valid, pa.py_buffer(flat)])
         assert isinstance(ftype, Dense)
-        w = ftype.width
-        child = pa.Array.from_buffers(prim, n * w, [None, pa.py_buffer(flat)])
-        return pa.FixedSizeListArray.from_buffers(pa.list_(prim, w), n, [valid], children=[child])
+        return pa.FixedSizeListArray.from_buffers(
+            pa.list_(values.type, ftype.width), n, [valid], children=[values]
+        )
 
 
 def _c(value: np.ndarray, dtype: Any) -> np.ndarray:
