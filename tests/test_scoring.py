@@ -748,3 +748,25 @@ def test_pickle_store_and_groups(history: History) -> None:
     finally:
         for s in (store, g_new._store, g_v1._store, g_tag._store):
             s.close()
+
+
+@pytest.mark.parametrize(
+    ("pid", "preload", "after"),
+    [
+        (None, ["__main__"], ["__main__", "mmfs"]),  # not started, untouched: preload mmfs
+        (1234, ["__main__"], ["__main__"]),  # already running: too late, leave it
+        (None, ["__main__", "mine"], ["__main__", "mine"]),  # the user's list: keep it
+    ],
+)
+def test_forkserver_preloads_mmfs_only_when_it_is_ours_to_set(
+    monkeypatch: pytest.MonkeyPatch, pid: int | None, preload: list[str], after: list[str]
+) -> None:
+    from multiprocessing import forkserver
+
+    server = forkserver.ForkServer()
+    server._forkserver_pid = pid  # pyright: ignore[reportAttributeAccessIssue]
+    server._preload_modules = list(preload)  # pyright: ignore[reportAttributeAccessIssue]
+    monkeypatch.setattr(forkserver, "_forkserver", server)
+    monkeypatch.setattr(forkserver, "set_forkserver_preload", server.set_forkserver_preload)
+    scoring._context("forkserver")
+    assert server._preload_modules == after  # pyright: ignore[reportAttributeAccessIssue]
