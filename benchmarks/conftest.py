@@ -70,6 +70,17 @@ class Sizes:
     # fresh processes per open measurement; reader processes sharing the dense group
     st_open_runs: int
     st_readers: int
+    # batch reads (test_bench_batch.py): a group of bt_n keys (8 float32 scalars + one
+    # dense(128) float32); g.get(keys).to_numpy() of bt_counts[i] random keys, bt_rounds[i]
+    # timed rounds each (fresh keys every round); bt_counts[0] is the per-key base of the
+    # scaling figure and the 10,000 count carries the floor / sqlite3 targets
+    bt_n: int
+    bt_counts: tuple[int, ...]
+    bt_rounds: tuple[int, ...]
+    bt_sqlite_rounds: int
+    # mmfs.Scorer over all bt_n keys: timed calls of a warm pool; cold mmfs.score() calls
+    bt_score_rounds: int
+    bt_cold_rounds: int
 
 
 # Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
@@ -106,6 +117,12 @@ SIZES = {
         st_sparse_nnz=50,
         st_open_runs=3,
         st_readers=2,
+        bt_n=20_000,
+        bt_counts=(1_000, 10_000, 20_000),
+        bt_rounds=(300, 150, 60),
+        bt_sqlite_rounds=3,
+        bt_score_rounds=30,
+        bt_cold_rounds=1,
     ),
     "full": Sizes(
         cd_a=1_000,
@@ -126,6 +143,12 @@ SIZES = {
         st_sparse_nnz=50,
         st_open_runs=11,
         st_readers=4,
+        bt_n=1_000_000,
+        bt_counts=(1_000, 10_000, 1_000_000),
+        bt_rounds=(200, 100, 7),
+        bt_sqlite_rounds=5,
+        bt_score_rounds=7,
+        bt_cold_rounds=3,
     ),
 }
 

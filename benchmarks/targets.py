@@ -24,6 +24,10 @@ TARGETS = {
     "as_fast": Target(1.0, "mmfs at least as fast"),
     "faster": Target(1.0, "mmfs faster"),
     "floor": Target(1 / 1.1, "mmfs <= 1.1x floor"),
+    # batch reads and scoring (benchmarks/test_bench_batch.py)
+    "floor_1.5": Target(1 / 1.5, "mmfs <= 1.5x floor"),
+    "100x": Target(100.0, "mmfs >= 100x faster"),
+    "1.7x": Target(1.7, "speed-up >= 1.7x"),
 }
 
 
@@ -63,4 +67,8 @@ LIMITS = {
     "versions_space": Limit(1.1, "<= 1.1x (base + changed rows)", inclusive=True),
     # training sets (benchmarks/test_bench_training_set.py): traced peak / output bytes
     "training_peak": Limit(2.0, "peak < 2x the output"),
+    # batch reads (benchmarks/test_bench_batch.py): per-key time at n keys / at 1,000 keys
+    "batch_scaling": Limit(1.3, "<= 1.3x the per-key cost at 1,000 keys", inclusive=True),
+    # scoring workers: USS increase per worker / the group's data (N * 136 * 4 bytes)
+    "score_uss": Limit(0.05, "< 5% of the data per worker"),
 }
