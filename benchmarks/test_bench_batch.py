@@ -18,7 +18,7 @@ median round (the min is in the note).  With --benchmark-disable each is one un-
 1. Batch get, ``bt_counts`` = 1,000 / 10,000 / bt_n keys (small 1,000 / 10,000 / 20,000):
 
    * ``mmfs``: ``g.get(keys).to_numpy()`` (default ``n_threads``: every usable core; the
-     read runs on the calling thread below 16,384 keys, see docs/batch.md), a fresh
+     read runs on the calling thread below 2,048 keys, see docs/batch.md), a fresh
      (n, 136) float32 (``to_numpy()`` returns the batch's block itself);
    * ``numpy M[pos]``: the floor, positions already known, the matrix in memory;
    * ``searchsorted+M[pos]``: what a user writes by hand: the keys sorted once and ``M``

@@ -585,7 +585,7 @@ def big_reference(big: Big, probe: np.ndarray, times: np.ndarray | None) -> dict
 
 @pytest.mark.parametrize("path", ["latest", "as_of"])
 def test_results_identical_for_any_thread_count(big: Big, path: str) -> None:
-    """40,000 keys (parallel above 16,384; as_of >= 2048 takes the sorted path): every
+    """40,000 keys (parallel from 2,048; as_of >= 2048 takes the sorted path): every
     thread count gives the same bytes, and they equal the reference."""
     rng = np.random.default_rng(5)
     probe = np.concatenate(

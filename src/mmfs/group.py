@@ -61,6 +61,10 @@ _STR_OVERHEAD: Final = 49  # bytes of a Python str object beyond its characters
 _INDEX_VERIFY_LIMIT: Final = 1 << 20  # key index files checksummed on load up to 1 MiB
 _I64 = np.dtype(np.int64)
 _MAX_AUTO_BATCH: Final = 1 << 17  # iter_batches' default batch size, at most
+# A fused read (RowTable.get_int) hands its threads 1,024 keys at a time; on the 2-core
+# development VM two threads read 1.9x as fast as one from 2,048 keys on, and 0.94x at
+# 1,024 (tools/tune_batch_threshold.py, 1M keys of 8 scalars + 128-d float32).
+_PARALLEL_KEYS: Final = 2048
 _SCALAR_DTYPES: Final = {
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
@@ -883,14 +887,14 @@ class FeatureGroup:
             block = self._block(plan, n, "get()", out)
             rows = np.empty(n, dtype=_I64)
             flat = block.view(np.uint8).reshape(-1)
-            bad = snap.table.get_str(qb, qo, rows, plan.fields, flat, _threads(n, n_threads))
+            bad = snap.table.get_str(qb, qo, rows, plan.fields, flat, _read_threads(n, n_threads))
         else:
             q = _as_int_keys(keys)
             n = q.shape[0]
             block = self._block(plan, n, "get()", out)
             rows = np.empty(n, dtype=_I64)
             flat = block.view(np.uint8).reshape(-1)
-            bad = snap.table.get_int(q, rows, plan.fields, flat, _threads(n, n_threads))
+            bad = snap.table.get_int(q, rows, plan.fields, flat, _read_threads(n, n_threads))
         if bad:
             raise self._corrupt()
         found = rows >= 0
@@ -1288,6 +1292,11 @@ def _out_block(out: object, nbytes: int, plan: _Plan) -> np.ndarray:
     if plan.all_f32:  # the (n, d) float32 feature matrix, as _block makes it
         return block.view(np.float32).reshape(-1, plan.row_bytes // 4)
     return block
+
+
+def _read_threads(n: int, n_threads: int | None) -> int:
+    """Threads of a fused many-key read: from _PARALLEL_KEYS keys on, all of them."""
+    return 1 if n < _PARALLEL_KEYS else effective_n_threads(n_threads)
 
 
 def _threads(n: int, n_threads: int | None) -> int:

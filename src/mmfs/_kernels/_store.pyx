@@ -55,6 +55,7 @@ from mmfs._kernels._hash_api cimport (
 DEF CHUNK = 4096
 DEF AHEAD = 12  # records prefetched ahead of a gather
 DEF STAGE = 32  # keys a fused read takes through each stage together
+DEF GET_CHUNK = 1024  # keys a thread of a fused read takes at a time
 
 cdef extern from *:
     """
@@ -560,7 +561,7 @@ cdef class RowTable:
                 uint8_t[::1] out, int n_threads):
         """The many-key read in one pass: rows[j] = the row of keys[j] (-1: absent) and
         its plan fields copied to out[j * row_bytes:]; returns the number of corrupt
-        lookups.  Chunks of CHUNK keys go to the threads: each looks its keys up and
+        lookups.  Chunks of GET_CHUNK keys go to the threads: each looks its keys up and
         fetches them while the chunk is still in cache."""
         cdef Py_ssize_t n = keys.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
@@ -572,19 +573,19 @@ cdef class RowTable:
             rows[:] = -1
             memset(o, 0, n * rb)
             return 0
-        nch = (n + CHUNK - 1) // CHUNK
+        nch = (n + GET_CHUNK - 1) // GET_CHUNK
         if n_threads <= 1 or nch == 1:
             with nogil:
                 for c in range(nch):
-                    lo = c * CHUNK
-                    m = min(CHUNK, n - lo)
+                    lo = c * GET_CHUNK
+                    m = min(GET_CHUNK, n - lo)
                     bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
                                            &rows[lo], m)
                     bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
             return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
-            lo = c * CHUNK
-            m = min(CHUNK, n - lo)
+            lo = c * GET_CHUNK
+            m = min(GET_CHUNK, n - lo)
             bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
                                    &rows[lo], m)
             bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
@@ -604,19 +605,19 @@ cdef class RowTable:
             rows[:] = -1
             memset(o, 0, n * rb)
             return 0
-        nch = (n + CHUNK - 1) // CHUNK
+        nch = (n + GET_CHUNK - 1) // GET_CHUNK
         if n_threads <= 1 or nch == 1:
             with nogil:
                 for c in range(nch):
-                    lo = c * CHUNK
-                    m = min(CHUNK, n - lo)
+                    lo = c * GET_CHUNK
+                    m = min(GET_CHUNK, n - lo)
                     bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
                                            self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
                     bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
             return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
-            lo = c * CHUNK
-            m = min(CHUNK, n - lo)
+            lo = c * GET_CHUNK
+            m = min(GET_CHUNK, n - lo)
             bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
                                    self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
             bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
