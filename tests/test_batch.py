@@ -1128,3 +1128,22 @@ def test_sparse_batches_are_csr_rows_of_the_reference(mixed: Loaded) -> None:
     as_of = mixed.g.get(probe, ["tags"], as_of=T0 + HOUR)
     ref = ref_array("tags", [mixed.model.as_of(k, T0 + HOUR) for k in probe])
     assert np.array_equal(as_of["tags"].toarray(), ref)
+
+
+def test_iter_batches_of_a_reader_starts_from_the_newest_commit(tmp_path: Path) -> None:
+    """A reader whose snapshot is stale (the writer committed since its last read)
+    iterates over the newest generation, not the one it read before."""
+    with mmfs.open(tmp_path / "s", durability="none") as writer:
+        g = writer.create_group("g", key="id", schema={"x": mmfs.scalar("float64")})
+        g.write(np.arange(10), {"x": np.arange(10.0)})
+        writer.commit()
+        reader = mmfs.open(tmp_path / "s", mode="r")
+        assert len(reader["g"].get(np.arange(10))) == 10  # the reader's snapshot: 10 keys
+        g.write(np.arange(5, 25), {"x": -np.arange(5.0, 25.0)})
+        writer.commit()
+        parts = list(reader["g"].iter_batches(batch_size=7))
+        got = np.concatenate([p["x"] for p in parts])
+        keys = np.concatenate([p.keys for p in parts])
+        assert keys.tolist() == list(range(25))
+        assert got.tolist() == [*range(5), *(-np.arange(5.0, 25.0)).tolist()]
+        reader.close()
