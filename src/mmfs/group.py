@@ -731,8 +731,12 @@ class FeatureGroup:
         becomes that block instead: nothing is allocated or charged, and ``to_numpy()``
         is a view of ``out`` when every feature is float32.
         """
-        _check_missing_arg(missing)
-        snap, as_of = self._resolve(version, as_of)
+        if missing != "nan" and missing != "raise":
+            _check_missing_arg(missing)
+        if version is None and self._version is None:  # the online path: no calls
+            snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
+        else:
+            snap, as_of = self._resolve(version, as_of)
         kind = type(keys)
         if out is not None:
             pass  # one key goes through the many-key path, which fills out
