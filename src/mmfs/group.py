@@ -27,6 +27,7 @@ publishes a manifest.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -888,17 +889,14 @@ class FeatureGroup:
         if snap.str_keys:
             qb, qo = _as_str_keys(keys)
             n = qo.shape[0] - 1
-            block = self._block(plan, n, "get()", out)
-            rows = np.empty(n, dtype=_I64)
-            flat = block.view(np.uint8).reshape(-1)
-            bad = snap.table.get_str(qb, qo, rows, plan.fields, flat, _read_threads(n, n_threads))
+            read = functools.partial(snap.table.get_str, qb, qo)
         else:
             q = _as_int_keys(keys)
             n = q.shape[0]
-            block = self._block(plan, n, "get()", out)
-            rows = np.empty(n, dtype=_I64)
-            flat = block.view(np.uint8).reshape(-1)
-            bad = snap.table.get_int(q, rows, plan.fields, flat, _read_threads(n, n_threads))
+            read = functools.partial(snap.table.get_int, q)
+        block = self._block(plan, n, "get()", out)
+        rows = np.empty(n, dtype=_I64)
+        bad = read(rows, plan.fields, block.view(np.uint8).reshape(-1), _read_threads(n, n_threads))
         if bad:
             raise self._corrupt()
         found = rows >= 0
