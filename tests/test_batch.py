@@ -1147,3 +1147,32 @@ def test_iter_batches_of_a_reader_starts_from_the_newest_commit(tmp_path: Path) 
         assert keys.tolist() == list(range(25))
         assert got.tolist() == [*range(5), *(-np.arange(5.0, 25.0)).tolist()]
         reader.close()
+
+
+def test_the_fused_kernel_refuses_buffers_that_do_not_fit(tmp_path: Path) -> None:
+    """RowTable.get_int/get_str write len(keys) * row_bytes bytes and one row per key:
+    shorter buffers are refused before anything is written (no overflow)."""
+    with mmfs.open(tmp_path / "s", durability="none") as store:
+        g = store.create_group("g", key="id", schema={"x": mmfs.scalar("float64")})
+        g.write(np.arange(4), {"x": np.arange(4.0)})
+        s = store.create_group("s", "name", "str", {"x": mmfs.scalar("float64")})
+        s.write(["a", "b"], {"x": np.arange(2.0)})
+        store.commit()
+        snap = store._snapshot("g")
+        plan = snap.plan(None)
+        keys = np.arange(4, dtype=np.int64)
+        rows = np.empty(4, dtype=np.int64)
+        with pytest.raises(ValueError, match="get_int"):
+            snap.table.get_int(keys, rows, plan.fields, np.zeros(31, np.uint8), 1)
+        with pytest.raises(ValueError, match="get_int"):
+            snap.table.get_int(keys, rows[:3], plan.fields, np.zeros(32, np.uint8), 1)
+        out = np.zeros(32, np.uint8)
+        assert snap.table.get_int(keys, rows, plan.fields, out, 1) == 0
+        assert out.view(np.float64).tolist() == [0.0, 1.0, 2.0, 3.0]
+        ssnap = store._snapshot("s")
+        qb = np.frombuffer(b"ab", dtype=np.uint8)
+        qo = np.array([0, 1, 2], dtype=np.int64)
+        with pytest.raises(ValueError, match="get_str"):
+            ssnap.table.get_str(qb, qo, rows[:2], plan.fields, np.zeros(15, np.uint8), 1)
+        with pytest.raises(ValueError, match="get_str"):
+            ssnap.table.get_str(qb, qo, rows[:3], plan.fields, np.zeros(16, np.uint8), 1)

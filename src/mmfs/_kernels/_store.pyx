@@ -565,6 +565,8 @@ cdef class RowTable:
         fetches them while the chunk is still in cache."""
         cdef Py_ssize_t n = keys.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
+        if rows.shape[0] != n or out.shape[0] < n * plan.row_bytes:
+            raise ValueError("get_int: one row per key and row_bytes of out per key")
         if n == 0:
             return 0
         cdef uint8_t *o = &out[0]
@@ -596,6 +598,8 @@ cdef class RowTable:
         """get_int for string keys: key j is qbytes[qoffsets[j]:qoffsets[j + 1]]."""
         cdef Py_ssize_t n = rows.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
+        if qoffsets.shape[0] != n + 1 or out.shape[0] < n * plan.row_bytes:
+            raise ValueError("get_str: one row per key and row_bytes of out per key")
         if n == 0:
             return 0
         cdef uint8_t *o = &out[0]
