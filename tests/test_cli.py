@@ -26,6 +26,11 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "batch read, 10,000 keys:" in out
     assert "(10000, 136) float32 matrix" in out
     assert "mask=[True, False]" in out
+    assert "[batch] many keys in one call" in out
+    assert "get(3,000 keys):" in out
+    assert "identical: True" in out
+    assert "iter_batches over all 3,000 users: 3,000 rows" in out
+    assert "equal to scoring in this process: True" in out
     assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
     assert "16 queries, k=10:" in out
