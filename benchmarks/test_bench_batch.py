@@ -100,7 +100,8 @@ import numpy as np
 import psutil
 import pytest
 from conftest import SIZES, Entry, Harness, Sizes, size_name
-from targets import LIMITS, TARGETS, Limit, Target, fmt_seconds
+from figures import Figure, figure_table, report_at_end
+from targets import LIMITS, TARGETS, fmt_seconds
 
 import mmfs
 
@@ -166,27 +167,6 @@ def uss_fn(batch: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # The figures table, printed at the end of the session
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    section: str
-    name: str
-    value: float
-    unit: str  # "s" (seconds), "x" (a ratio), "%" (fraction of the data), "keys/s"
-    check: Target | Limit | None = None
-    detail: str = ""
-
-    def text(self) -> str:
-        if self.unit == "s":
-            return fmt_seconds(self.value) if self.value >= 1e-5 else f"{self.value * 1e9:.0f} ns"
-        if self.unit == "x":
-            return f"{self.value:.3f}x"
-        if self.unit == "%":
-            return f"{self.value * 100:.2f}%"
-        if self.unit == "keys/s":
-            return f"{self.value / 1e6:.2f} M keys/s"
-        return f"{self.value:.1f} {self.unit}"
 
 
 FIGURES: list[Figure] = []
@@ -345,53 +325,14 @@ def _derived_figures(h: Harness) -> list[Figure]:
     return out
 
 
-def figure_lines(h: Harness) -> list[str]:
-    lines = [f"mmfs batch figures (MMFS_BENCH_SIZE={size_name()})", ""]
-    lines.append("| section | figure | value | target | result | detail |")
-    lines.append("|---|---|---:|---|---|---|")
-    n_pass = n_fail = 0
-    for f in [*_derived_figures(h), *FIGURES]:
-        target = verdict = ""
-        if f.check is not None:
-            ok = f.check.check(f.value)
-            target, verdict = f.check.text, ("PASS" if ok else "FAIL")
-            n_pass += ok
-            n_fail += not ok
-        lines.append(f"| {f.section} | {f.name} | {f.text()} | {target} | {verdict} | {f.detail} |")
-    lines.append("")
-    verdict = f"batch targets: {n_pass} PASS, {n_fail} FAIL"
-    if h.disabled:
-        verdict += " (--benchmark-disable: single un-warmed calls, indicative only)"
-    if size_name() != "full":
-        verdict += f" (at MMFS_BENCH_SIZE={size_name()}: the targets are for the full size)"
-    lines.append(verdict)
-    return lines
-
-
-class _FigureReporter:
-    """A plugin registered by the session fixture below: prints the figures at the end."""
-
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = figure_lines(self.harness)
-        if len(lines) <= 6:  # nothing measured
-            return
-        terminalreporter.section("mmfs batch figures")
-        for line in lines:
-            terminalreporter.write_line(line)
-        path = os.environ.get("MMFS_BENCH_TABLE")
-        if path:
-            with open(path, "a") as f:
-                f.write("\n".join(lines) + "\n\n")
+def figure_lines(h: Harness) -> list[str] | None:
+    figures = [*_derived_figures(h), *FIGURES]
+    return figure_table("batch", figures, disabled=h.disabled) if figures else None
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _batch_figure_reporter(request: pytest.FixtureRequest, harness: Harness) -> None:
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("mmfs-batch-figures"):
-        manager.register(_FigureReporter(harness), "mmfs-batch-figures")
+    report_at_end(request, "batch", lambda: figure_lines(harness))
 
 
 # --------------------------------------------------------------------------------------

@@ -69,8 +69,9 @@ import numpy as np
 import psutil
 import pytest
 import scipy.sparse as sp
-from conftest import Entry, Harness, Sizes, size_name
-from targets import LIMITS, fmt_seconds
+from conftest import Entry, Harness, Sizes
+from figures import Figure, figure_table, report_at_end
+from targets import fmt_seconds
 
 import mmfs
 
@@ -89,71 +90,12 @@ SCALARS = [f"s{i}" for i in range(N_SCALARS)]
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Figure:
-    section: str
-    name: str
-    value: float
-    unit: str  # "s" (seconds), "x" (ratio to raw), "%" (fraction of the data) or "MiB"
-    limit: str | None = None  # a key of LIMITS
-    detail: str = ""
-
-    def text(self) -> str:
-        if self.unit == "s":
-            v = self.value
-            return f"{v * 1e6:.2f} µs" if v < 1e-3 else f"{v * 1e3:.2f} ms"
-        if self.unit == "x":
-            return f"{self.value:.3f}x"
-        if self.unit == "%":
-            return f"{self.value * 100:.2f}%"
-        return f"{self.value:.1f} {self.unit}"
-
-
 FIGURES: list[Figure] = []
-
-
-def figure_lines() -> list[str]:
-    lines = [f"mmfs storage figures (MMFS_BENCH_SIZE={size_name()})", ""]
-    lines.append("| section | figure | value | target | result | detail |")
-    lines.append("|---|---|---:|---|---|---|")
-    n_pass = n_fail = 0
-    for f in FIGURES:
-        target = verdict = ""
-        if f.limit is not None:
-            limit = LIMITS[f.limit]
-            ok = limit.check(f.value)
-            target, verdict = limit.text, ("PASS" if ok else "FAIL")
-            n_pass += ok
-            n_fail += not ok
-        lines.append(f"| {f.section} | {f.name} | {f.text()} | {target} | {verdict} | {f.detail} |")
-    lines.append("")
-    verdict = f"storage targets: {n_pass} PASS, {n_fail} FAIL"
-    if size_name() != "full":
-        verdict += f" (at MMFS_BENCH_SIZE={size_name()}: the targets are for the full size)"
-    lines.append(verdict)
-    return lines
-
-
-class _FigureReporter:
-    """A plugin registered by the session fixture below: prints FIGURES at the end."""
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not FIGURES:
-            return
-        terminalreporter.section("mmfs storage figures")
-        for line in figure_lines():
-            terminalreporter.write_line(line)
-        path = os.environ.get("MMFS_BENCH_TABLE")
-        if path:
-            with open(path, "a") as f:
-                f.write("\n".join(figure_lines()) + "\n\n")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _figure_reporter(request: pytest.FixtureRequest) -> None:
-    manager = request.config.pluginmanager
-    if not manager.has_plugin("mmfs-store-figures"):
-        manager.register(_FigureReporter(), "mmfs-store-figures")
+    report_at_end(request, "storage", lambda: figure_table("storage", FIGURES) if FIGURES else None)
 
 
 # --------------------------------------------------------------------------------------
