@@ -185,6 +185,24 @@ def test_diff_skips_groups_not_in_both_and_sees_corruption(
             store.diff(1, 3)
 
 
+def test_diff_of_a_dropped_version_that_was_read_before_the_gc(tmp_path: Path) -> None:
+    """diff(v, w) of a version gc dropped is NotFoundError even when v was read (and its
+    manifest cached) before, and no group is in both (found by test_versions_model)."""
+    with mmfs.open(tmp_path / "s") as s:
+        g = s.create_group("g", key="id", schema={"x": mmfs.scalar()})
+        g.write([0], {"x": [1.0]})
+        s.commit()  # version 1
+        g.write([0], {"x": [2.0]})
+        s.commit()  # version 2
+        assert s.diff(1, 0) == {}  # version 0 has no group: nothing to compare
+        s.gc(keep=1, also=[0])
+        assert [v.id for v in s.versions()] == [0, 2]
+        with pytest.raises(mmfs.NotFoundError, match="no version 1"):
+            s.diff(1, 0)
+        with pytest.raises(mmfs.NotFoundError, match="no version 1"):
+            s.diff(2, 1)
+
+
 def test_diff_reports_a_corrupt_history(tmp_path: Path, monkeypatch: Any) -> None:
     with build(tmp_path / "s") as store:
         snap = store._version_snapshot("g", 3)

@@ -484,8 +484,10 @@ class Store:
         changed, not the size of the group."""
         a, b = self.version(v1), self.version(v2)
         out: dict[str, np.ndarray | list[str]] = {}
-        for name, meta_b in self._manifest(b).groups.items():
-            meta_a = self._manifest(a).groups.get(name)
+        manifest_a = self._kept_manifest(a)  # a version gc dropped is NotFoundError,
+        manifest_b = self._kept_manifest(b)  # even when no group is in both
+        for name, meta_b in manifest_b.groups.items():
+            meta_a = manifest_a.groups.get(name)
             if meta_a is None or meta_a.id != meta_b.id:
                 continue
             sa, sb = self._version_snapshot(name, a), self._version_snapshot(name, b)
@@ -824,10 +826,15 @@ class Store:
         self._version_meta(name, v)
         return FeatureGroup(self, name, v)
 
-    def _version_meta(self, name: str, v: int) -> GroupMeta:
+    def _kept_manifest(self, v: int) -> Manifest:
+        """Manifest v, or NotFoundError when store.gc has dropped it (even after it was
+        read and cached)."""
         if v in self._manifests and not os.path.exists(_manifest_path(self.path, v)):
             del self._manifests[v]  # dropped by store.gc since it was read
-        meta = self._manifest(v).groups.get(name)
+        return self._manifest(v)
+
+    def _version_meta(self, name: str, v: int) -> GroupMeta:
+        meta = self._kept_manifest(v).groups.get(name)
         if meta is None:
             raise NotFoundError(f"version {v} of the store {self.path} has no group {name!r}")
         return meta
