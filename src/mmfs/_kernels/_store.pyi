@@ -8,8 +8,13 @@ class FieldPlan:
     n_fields: int
     row_bytes: int
     float_rows: bool
+    n_aff: int
     def __init__(
-        self, offsets: np.ndarray, sizes: np.ndarray, float_rows: bool = False
+        self,
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        float_rows: bool = False,
+        affine: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None: ...
 
 class RowTable:

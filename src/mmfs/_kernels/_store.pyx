@@ -67,6 +67,15 @@ cdef extern from *:
     """
     void MMFS_PREFETCH(const void *p) noexcept nogil
 
+cdef extern from "mmfs_affine.h":
+    int MMFS_AFF_F64
+    void mmfs_affine_f32(float *x, int64_t n, const double *sub, const double *mul,
+                         const double *add, const double *lo, const double *hi,
+                         const double *fill, int flags) noexcept nogil
+    void mmfs_affine_f64(double *x, int64_t n, const double *sub, const double *mul,
+                         const double *add, const double *lo, const double *hi,
+                         const double *fill, int flags) noexcept nogil
+
 cnp.import_array()
 
 cdef enum:
@@ -91,7 +100,16 @@ cdef class FieldPlan:
     key i's fields go back to back into out[i * row_bytes:(i + 1) * row_bytes] (field f
     at starts[f]), so the block is a record array of the selection; when every field is
     float32 it is the (n, d) float32 feature matrix itself.  Built once per feature
-    selection and reused."""
+    selection and reused.
+
+    A transformed read adds two things.  Fields with offset -1 are reserved, not copied
+    (zeros for a missing key, otherwise left as they are): the caller computes the
+    transforms that are not affine into them.  And *affine segments*: after copying a found key's
+    fields, the kernel applies each segment's affine step (mmfs_affine.h) in place to
+    ``counts[s]`` float32 (float64 when ``kinds[s] & 1``) elements at byte ``at[s]`` of
+    the key's output, with per-element parameters ``params[:, first[s]:first[s] +
+    counts[s]]`` (rows: sub, mul, add, lo, hi, fill; ``kinds[s]`` bits 2 and 4 say
+    whether the segment fills NaNs and clips)."""
 
     cdef int64_t[::1] offsets
     cdef int64_t[::1] sizes
@@ -99,12 +117,21 @@ cdef class FieldPlan:
     cdef readonly int64_t n_fields
     cdef readonly int64_t row_bytes
     cdef readonly bint float_rows
+    cdef readonly int64_t n_aff
+    cdef int64_t[::1] aff_at
+    cdef int64_t[::1] aff_counts
+    cdef int64_t[::1] aff_kinds
+    cdef int64_t[::1] aff_first
+    cdef double[:, ::1] aff_params
 
     def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes,
-                 bint float_rows=False):
+                 bint float_rows=False, affine=None):
         """float_rows: every field is float32, so one-key blocks are allocated as a
-        (1, row_bytes / 4) float32 matrix (the feature row itself)."""
-        cdef Py_ssize_t f
+        (1, row_bytes / 4) float32 matrix (the feature row itself).  affine: None or
+        (at, counts, kinds, first, params) as described above; segments that do not fit
+        the row or are misaligned raise ValueError."""
+        cdef Py_ssize_t f, s, m
+        cdef int64_t width
         self.n_fields = offsets.shape[0]
         self.offsets = offsets.copy()
         self.sizes = sizes.copy()
@@ -114,6 +141,27 @@ cdef class FieldPlan:
             self.starts[f] = self.row_bytes
             self.row_bytes += sizes[f]
         self.float_rows = float_rows and self.row_bytes % 4 == 0 and self.row_bytes > 0
+        self.n_aff = 0
+        if affine is None:
+            return
+        at, counts, kinds, first, params = affine
+        self.aff_at = np.ascontiguousarray(at, dtype=np.int64)
+        self.aff_counts = np.ascontiguousarray(counts, dtype=np.int64)
+        self.aff_kinds = np.ascontiguousarray(kinds, dtype=np.int64)
+        self.aff_first = np.ascontiguousarray(first, dtype=np.int64)
+        self.aff_params = np.ascontiguousarray(params, dtype=np.float64)
+        m = self.aff_at.shape[0]
+        if (self.aff_counts.shape[0] != m or self.aff_kinds.shape[0] != m
+                or self.aff_first.shape[0] != m or self.aff_params.shape[0] != 6):
+            raise ValueError("FieldPlan: affine arrays of different lengths")
+        for s in range(m):
+            width = 8 if self.aff_kinds[s] & MMFS_AFF_F64 else 4
+            if (self.aff_at[s] < 0 or self.aff_counts[s] < 0
+                    or self.aff_at[s] + self.aff_counts[s] * width > self.row_bytes
+                    or self.aff_at[s] % width or self.aff_first[s] < 0
+                    or self.aff_first[s] + self.aff_counts[s] > self.aff_params.shape[1]):
+                raise ValueError(f"FieldPlan: affine segment {s} does not fit the row")
+        self.n_aff = m
 
 
 # -- row-minimum levels of a history run ----------------------------------------------------
@@ -832,7 +880,30 @@ cdef class RowTable:
             return
         rec = self.record(row)
         for f in range(plan.n_fields):
-            memcpy(dst + plan.starts[f], rec + plan.offsets[f], plan.sizes[f])
+            if plan.offsets[f] >= 0:
+                memcpy(dst + plan.starts[f], rec + plan.offsets[f], plan.sizes[f])
+        if plan.n_aff:
+            _affine_row(dst, plan)
+
+
+cdef void _affine_row(uint8_t *dst, FieldPlan plan) noexcept nogil:
+    """Apply the plan's affine segments to one found key's output (see FieldPlan)."""
+    cdef Py_ssize_t s
+    cdef int64_t p, n, kind
+    cdef Py_ssize_t w = plan.aff_params.shape[1]
+    cdef const double *q = &plan.aff_params[0, 0]
+    for s in range(plan.n_aff):
+        p = plan.aff_first[s]
+        n = plan.aff_counts[s]
+        kind = plan.aff_kinds[s]
+        if kind & MMFS_AFF_F64:
+            mmfs_affine_f64(<double *>(dst + plan.aff_at[s]), n, q + p, q + w + p,
+                            q + 2 * w + p, q + 3 * w + p, q + 4 * w + p, q + 5 * w + p,
+                            <int>kind)
+        else:
+            mmfs_affine_f32(<float *>(dst + plan.aff_at[s]), n, q + p, q + w + p,
+                            q + 2 * w + p, q + 3 * w + p, q + 4 * w + p, q + 5 * w + p,
+                            <int>kind)
 
 
 def gather_sparse(const int64_t[::1] starts, const int64_t[::1] counts, idx_addrs,
