@@ -21,6 +21,8 @@ __all__ = [
     "ReadOnlyError",
     "ScoringError",
     "StoreClosedError",
+    "TransformError",
+    "TransformSkewError",
     "WorkerDiedError",
 ]
 
@@ -82,3 +84,13 @@ class ScoringError(MmfsError, RuntimeError):
 
 class WorkerDiedError(ScoringError):
     """A scoring worker process died (killed, crashed) before returning its batch."""
+
+
+class TransformError(MmfsError, ValueError):
+    """A transform cannot be fitted or applied: an unknown category it was told to refuse,
+    a custom function that is not registered in this process, a width that does not fit."""
+
+
+class TransformSkewError(TransformError):
+    """A custom transform's registered code differs from the code its stored version was
+    fitted with: serving it would skew against training, so mmfs refuses."""
