@@ -57,6 +57,11 @@ class Matrix:
         )
 
 
+def fn_matrix(batch: Any) -> np.ndarray:
+    """The batch's (n, d) float32 matrix, as it reads (transformed reads included)."""
+    return batch.to_numpy()
+
+
 def _has(batch: Any, key: int) -> bool:
     return bool(np.any(np.asarray(batch.keys) == key))
 

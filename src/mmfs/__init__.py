@@ -9,7 +9,7 @@ metrics through :func:`register_metric`.  :func:`show_config` reports how the ke
 were built.
 """
 
-from mmfs import errors
+from mmfs import errors, transforms
 from mmfs._config import effective_n_threads, show_config
 from mmfs.distance import METRICS, cdist, register_metric, registered_metrics, unregister_metric
 from mmfs.errors import (
@@ -26,6 +26,8 @@ from mmfs.errors import (
     ReadOnlyError,
     ScoringError,
     StoreClosedError,
+    TransformError,
+    TransformSkewError,
     WorkerDiedError,
 )
 from mmfs.featurebatch import FeatureBatch
@@ -36,6 +38,7 @@ from mmfs.schema import category, dense, scalar, sparse
 from mmfs.scoring import Scorer, score
 from mmfs.store import Store, Version, open
 from mmfs.training import TrainingSet
+from mmfs.transforms import transform
 
 __version__ = "0.1.0"
 
@@ -59,6 +62,8 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "TrainingSet",
+    "TransformError",
+    "TransformSkewError",
     "Version",
     "WorkerDiedError",
     "__version__",
@@ -78,5 +83,7 @@ __all__ = [
     "score",
     "show_config",
     "sparse",
+    "transform",
+    "transforms",
     "unregister_metric",
 ]

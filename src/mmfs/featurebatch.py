@@ -35,7 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmfs.errors import MissingDependencyError, ParameterError
-from mmfs.schema import Category, Dense, Scalar, Sparse
+from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse
+from mmfs.transforms._base import Transform
+from mmfs.transforms.catalog import input_matrix
+from mmfs.transforms.custom import CustomTransform
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmfs.group import _Plan, _Snapshot
@@ -69,6 +72,43 @@ class FeatureBatch:
         self._found = found
         self._rec: np.ndarray | None = None
         self._cache: dict[str, Any] | None = None
+        if plan.post:
+            self._transform()
+
+    def _transform(self) -> None:
+        """Compute the read's transforms that the kernel did not fuse into the copy, from
+        the found keys' inputs into their output fields (missing keys stay missing).
+        Outputs the store caches (TransformCatalog.cache) are copied for the rows that
+        are each key's latest one at the snapshot and computed for the others."""
+        found = self._found
+        sel = found.nonzero()[0] if not self._all else slice(None)
+        m = int(np.count_nonzero(found))
+        if not m:
+            return
+        rows = np.asarray(self._rows, dtype=np.int64).reshape(-1)[sel]
+        for post in self._plan.post:
+            cache = self._snap.cached_outputs(post)
+            todo: Any = sel
+            if cache is not None:
+                cached_rows, cached = cache
+                slots = self._snap.row_slots(rows)
+                hit = cached_rows[slots] == rows
+                at = np.arange(len(self))[sel]
+                for name, values in zip(post.outputs, cached, strict=True):
+                    self._put(name, at[hit], values[slots[hit]])
+                todo = at[~hit]
+                if not todo.size:
+                    continue
+            k = len(np.arange(len(self))[todo])
+            values = compute(post, [self[f][todo] for f in post.inputs], k)
+            for name, v in zip(post.outputs, values, strict=True):
+                self._put(name, todo, v)
+
+    def _put(self, name: str, where: Any, values: np.ndarray) -> None:
+        """Write a transform's (k, w) output into an output field's rows ``where``."""
+        dst = self[name]
+        with np.errstate(over="ignore", invalid="ignore"):  # to float32: inf, as a cast
+            dst[where] = values.reshape((-1, *dst.shape[1:]))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -149,8 +189,8 @@ class FeatureBatch:
                 )
             if not self._all and dtype.kind == "f":
                 value[~self._found] = np.nan
-        elif name in plan.views or name in plan.names:
-            value = self._snap.decode(name, self._records()[name], self._found)
+        elif name in plan.types:
+            value = self._snap.decode(plan.sources[name], self._records()[name], self._found)
         else:
             raise ParameterError(
                 f"feature {name!r} is not in this batch; it holds {list(self.names)}"
@@ -182,7 +222,7 @@ class FeatureBatch:
         dt = np.dtype(dtype)
         if dt.kind != "f":
             raise ParameterError(f"to_numpy dtype must be a float dtype, got {dt}")
-        types = self._snap.features
+        types = self._plan.types
         if features is None:
             names = [f for f in self.names if not isinstance(types[f], Sparse)]
         else:
@@ -212,7 +252,7 @@ class FeatureBatch:
 
     def codes(self, name: str) -> np.ndarray:
         """The int32 codes of a category feature (-1: no value or missing key)."""
-        if not isinstance(self._snap.features.get(name), Category) or name not in self.names:
+        if not isinstance(self._plan.types.get(name), Category) or name not in self.names:
             raise ParameterError(f"{name!r} is not a category feature of this batch")
         codes = np.array(self._records()[name], dtype=np.int32)
         codes[~self._found] = -1
@@ -240,7 +280,7 @@ class FeatureBatch:
 
     def frame(self, features: list[str], columns: list[str], pd: Any) -> Any:
         """A DataFrame (default index) of ``features`` named ``columns``."""
-        types = self._snap.features
+        types = self._plan.types
         if (
             self._plan.all_f32
             and features == list(self.names)
@@ -253,7 +293,7 @@ class FeatureBatch:
 
     def _pandas_column(self, feature: str, n: int, pd: Any) -> Any:
         value = self[feature]
-        if isinstance(self._snap.features[feature], Sparse):
+        if isinstance(self._plan.types[feature], Sparse):
             return pd.Series([value[i] for i in range(n)], dtype=object)
         if value.ndim == 2:
             return pd.Series(list(value), dtype=object)
@@ -281,7 +321,7 @@ class FeatureBatch:
         return pa.RecordBatch.from_arrays(columns, names=list(self.names))
 
     def _arrow_column(self, pa: Any, name: str, n: int, valid: Any) -> Any:
-        ftype = self._snap.features[name]
+        ftype = self._plan.types[name]
         if isinstance(ftype, Category):
             codes = self.codes(name)
             table = self._snap.category_table(name)
@@ -318,6 +358,32 @@ class FeatureBatch:
         return pa.FixedSizeListArray.from_buffers(
             pa.list_(values.type, ftype.width), n, [valid], children=[values]
         )
+
+
+def compute(post: Any, arrays: list[Any], m: int) -> list[np.ndarray]:
+    """A post transform's outputs (one array per output, in the output's dtype) from its
+    input features' values for m rows: the one code path of every transformed read."""
+    t = post.transform
+    if isinstance(t, CustomTransform):
+        Y = t.call(arrays, m)
+    else:
+        X = input_matrix(arrays, list(post.types), t.categorical)
+        Y = _normalize_per_feature(t, X, post.types) if t.kind == "normalizer" else t.transform(X)
+    out, col = [], 0
+    for w in post.widths:
+        out.append(Y[:, col : col + w])
+        col += w
+    return out
+
+
+def _normalize_per_feature(t: Transform, X: np.ndarray, types: Sequence[FeatureType]) -> np.ndarray:
+    """A Normalizer normalises each input feature's vector on its own."""
+    out = np.empty(X.shape, dtype=np.float32 if X.dtype == np.float32 else np.float64)
+    col = 0
+    for ty in types:
+        out[:, col : col + ty.width] = t._apply(X[:, col : col + ty.width])
+        col += ty.width
+    return out
 
 
 def _c(value: np.ndarray, dtype: Any) -> np.ndarray:

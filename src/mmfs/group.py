@@ -45,12 +45,15 @@ from mmfs.errors import (
     DimensionError,
     NotFoundError,
     ParameterError,
+    TransformError,
 )
-from mmfs.featurebatch import FeatureBatch
+from mmfs.featurebatch import FeatureBatch, compute
 from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse, layout
 from mmfs.storage.arena import Arena, seg_bits_for
 from mmfs.storage.fileformat import open_array, write_array_file
 from mmfs.storage.keyindex import KeyIndex, _as_int_keys, _as_str_keys
+from mmfs.transforms._base import Affine, Transform, affine_flags
+from mmfs.transforms.catalog import StoredTransform, outputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmfs.store import Store
@@ -246,6 +249,18 @@ def _save_key_index(
 # --------------------------------------------------------------------------- reading
 
 
+class _Post(NamedTuple):
+    """A transform computed after the copy (one that is not affine): from the record
+    fields ``inputs`` (features ``features`` of types ``types``) into ``outputs``."""
+
+    transform: Transform
+    inputs: tuple[str, ...]
+    types: tuple[FeatureType, ...]
+    outputs: tuple[str, ...]
+    widths: tuple[int, ...]  # columns of each output
+    ref: str  # the stored transform's name@version
+
+
 class _Plan(NamedTuple):
     names: tuple[str, ...]
     fields: _store.FieldPlan
@@ -256,6 +271,18 @@ class _Plan(NamedTuple):
     # name -> (dtype, byte offset in a record, shape and strides after the key axis).
     views: dict[str, tuple[np.dtype, int, tuple[int, ...], tuple[int, ...]]]
     reads: list[int]  # [calls, keys] read with this plan (folded into Store.read_counts)
+    # The type of every field (names, and a transformed read's hidden inputs "~feature"),
+    # and the stored feature each field reads (a transformed output: its input).
+    types: Mapping[str, FeatureType]
+    sources: Mapping[str, str]
+    post: tuple[_Post, ...] = ()  # transforms FeatureBatch computes into their fields
+
+
+class Selection(NamedTuple):
+    """A transformed read's selection: raw features, then the transforms' outputs."""
+
+    raw: tuple[str, ...]
+    transforms: tuple[StoredTransform, ...]
 
 
 def _stored_format(ftype: FeatureType) -> Any:
@@ -265,8 +292,136 @@ def _stored_format(ftype: FeatureType) -> Any:
         return np.dtype("<i4")
     if isinstance(ftype, Sparse):
         return (np.dtype("<i8"), (2,))
-    fmt = {"float32": "<f4", "float16": "<f2", "int8": "i1", "bool": "u1"}[ftype.dtype]
+    fmt = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int8": "i1", "bool": "u1"}[
+        ftype.dtype
+    ]
     return (np.dtype(fmt), (ftype.stored_bytes if ftype.dtype == "bool" else ftype.dim,))
+
+
+def _build_plan(
+    snap: _Snapshot,
+    entries: list[tuple[str, str | None, FeatureType, bool]],
+    affine: list[tuple[str, Affine]] = (),  # type: ignore[assignment]
+    post: tuple[_Post, ...] = (),
+) -> _Plan:
+    """The plan of record fields ``entries``: (field name, stored feature it copies or
+    None for a field the read reserves for a post transform, type, public).  Public
+    fields are the batch's features, in order; ``affine``: (field, step) to fuse."""
+    fo = np.array([-1 if src is None else snap.offsets[src] for _, src, _, _ in entries], _I64)
+    fs = np.array([_stored_size(t) for _, _, t, _ in entries], dtype=_I64)
+    starts = np.concatenate(([0], np.cumsum(fs)[:-1])).astype(_I64)
+    names = tuple(n for n, _, _, public in entries if public)
+    types = {n: t for n, src, t, public in entries if public or src is not None}
+    all_f32 = len(names) == len(entries) and all(
+        isinstance(t, Scalar | Dense) and t.dtype == "float32" for t in types.values()
+    )
+    fused = None
+    if affine:
+        at = {n: int(starts[i]) for i, (n, _, _, _) in enumerate(entries)}
+        segs = [(at[n], types[n].width, _affine_kind(types[n], a)) for n, a in affine]
+        params = np.concatenate([np.stack(a) for _, a in affine], axis=1)
+        first = np.concatenate(([0], np.cumsum([w for _, w, _ in segs])[:-1]))
+        at_, counts, kinds = (np.array(c, dtype=_I64) for c in zip(*segs, strict=True))
+        fused = (at_, counts, kinds, first, params)
+    fields = _store.FieldPlan(fo, fs, all_f32, fused)
+    dtype = np.dtype(
+        {
+            "names": [n for n, _, _, _ in entries],
+            "formats": [_stored_format(t) for _, _, t, _ in entries],
+            "offsets": starts.tolist(),
+            "itemsize": max(1, fields.row_bytes),
+        }
+    )
+    views = {}
+    fields_of: Any = dtype.fields
+    for n, _, t, _ in entries:
+        sub, offset = fields_of[n][0], fields_of[n][1]
+        if isinstance(t, Scalar) or (isinstance(t, Dense) and t.dtype.startswith("float")):
+            views[n] = (sub.base, offset, sub.shape, (sub.base.itemsize,) * len(sub.shape))
+    sources = {n: src or n for n, src, _, _ in entries}
+    return _Plan(
+        names, fields, fields.row_bytes, dtype, fields.float_rows, views, [0, 0], types,
+        sources, post,
+    )  # fmt: skip
+
+
+def _stored_size(t: FeatureType) -> int:
+    if isinstance(t, Dense) and t.dtype == "float64":  # a transform's float64 vector output
+        return 8 * t.dim
+    return t.stored_bytes
+
+
+def _affine_kind(t: FeatureType, a: Affine) -> int:
+    """The kernel's segment kind: bit 1 float64, then the step's flags (affine_flags)."""
+    return (1 if t.dtype == "float64" else 0) | affine_flags(a)  # type: ignore[union-attr]
+
+
+def _fusable(t: FeatureType) -> bool:
+    """A feature whose stored bytes are its float values (the kernel's affine step works
+    on them in place)."""
+    return (isinstance(t, Scalar) and t.dtype in ("float32", "float64")) or (
+        isinstance(t, Dense) and t.dtype == "float32"
+    )
+
+
+def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
+    """The plan of a transformed read: the raw features, then each transform's outputs
+    (``feature:name`` per input feature for a column-wise transform, ``name`` for one
+    that mixes its inputs).  An affine transform over float features is fused into the
+    kernel's copy (its outputs copy their inputs, then the step runs in place, aligned);
+    any other one reads its inputs into hidden fields and runs after the copy."""
+    entries: list[tuple[str, str | None, FeatureType, bool]] = [
+        (n, n, snap.features[n], True) for n in snap.check_names(sel.raw)
+    ]
+    hidden: list[tuple[str, str | None, FeatureType, bool]] = []
+    affine: list[tuple[str, Affine]] = []
+    posts: list[_Post] = []
+    taken = {n for n, _, _, _ in entries}
+    for st in sel.transforms:
+        t = st.transform
+        if st.group != snap.meta.name:
+            raise ParameterError(
+                f"transform {st.ref} is over group {st.group!r}, not {snap.meta.name!r}"
+            )
+        for f, ty in zip(st.features, st.types, strict=True):
+            if snap.features.get(f) != ty:
+                raise TransformError(
+                    f"transform {st.ref} was fitted on {st.group}.{f} of type {ty}; at this "
+                    f"version it is {snap.features.get(f, 'absent')}: refit it"
+                )
+        outs = [o for o, _ in outputs(st)]
+        clash = [o for o in outs if o in taken]
+        if clash:
+            raise ParameterError(f"transform {st.ref}: outputs {clash} are already in the read")
+        taken.update(outs)
+        step = t.affine()
+        if step is not None and all(_fusable(ty) for ty in st.types):
+            col = 0
+            for f, ty, o in zip(st.features, st.types, outs, strict=True):
+                gap = -sum(_stored_size(e[2]) for e in entries) % _itemsize(ty)
+                if gap:  # the kernel works on aligned values: pad (a hidden field)
+                    entries.append((f"~pad{len(entries)}", None, Dense(gap, "int8"), False))
+                w = ty.width
+                entries.append((o, f, ty, True))
+                affine.append((o, Affine(*(p[col : col + w] for p in step))))
+                col += w
+            continue
+        inputs = []
+        for f, ty in zip(st.features, st.types, strict=True):
+            field = f"~{f}"
+            if field not in {h[0] for h in hidden}:
+                hidden.append((field, f, ty, False))
+            inputs.append(field)
+        outs_typed = outputs(st)
+        for o, ty in outs_typed:
+            entries.append((o, None, ty, True))
+        widths = tuple(ty.width for _, ty in outs_typed)
+        posts.append(_Post(t, tuple(inputs), st.types, tuple(outs), widths, st.ref))
+    return _build_plan(snap, entries + hidden, affine, tuple(posts))
+
+
+def _itemsize(t: FeatureType) -> int:
+    return 8 if t.dtype == "float64" else 4  # type: ignore[union-attr]
 
 
 #: as-of lookups of at least this many keys sort them by slot and merge (_as_of_batch)
@@ -290,6 +445,7 @@ class _Snapshot:
         budget: MemoryBudget | None = None,
         *,
         index_meta: GroupMeta | None = None,
+        cached: set[str] | None = None,
     ) -> None:
         """``index_meta``: for a pinned older version (``meta``), the newest generation of
         the group, whose key index, category dictionaries and history runs to read: keys
@@ -341,6 +497,13 @@ class _Snapshot:
         )  # fmt: skip
         self.directory = directory
         self._plans: dict[Any, _Plan] = {}
+        self.selections: dict[Any, Selection] = {}
+        # Transform outputs cached per row (TransformCatalog.cache): the refs the store
+        # caches, and what this snapshot has computed of them (ref -> (row of each slot,
+        # the outputs of each slot)).
+        self.cached_refs = cached if cached is not None else set()
+        self.transformed: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._pins: dict[str, int] | None = None
         self.read_counts: dict[str, list[int]] = {}
         self.default_plan = self.plan(None)
         self._categories: dict[str, np.ndarray] = {}
@@ -386,49 +549,48 @@ class _Snapshot:
             self._mapped += idx_maps + val_maps
 
     def plan(self, features: Any) -> _Plan:
-        """The read plan of a feature selection (None: all features)."""
-        key = features if features is None or isinstance(features, str) else tuple(features)
+        """The read plan of a feature selection (None: all features; a Selection: with
+        transforms)."""
+        key = (
+            features if features is None or isinstance(features, str | Selection)
+            else tuple(features)
+        )  # fmt: skip
         plan = self._plans.get(key)
         if plan is None:
-            if features is None:
-                names = tuple(self.features)
-            elif isinstance(features, str):
-                names = (features,)
+            if isinstance(features, Selection):
+                plan = _transformed_plan(self, features)
             else:
-                names = tuple(features)
-            unknown = [n for n in names if n not in self.features]
-            if unknown or len(set(names)) != len(names):
-                what = f"unknown features {unknown}" if unknown else "a feature named twice"
-                raise ParameterError(
-                    f"group {self.meta.name!r}: {what}; its features are {list(self.features)}"
-                )
-            fo = np.array([self.offsets[n] for n in names], dtype=_I64)
-            fs = np.array([self.sizes[n] for n in names], dtype=_I64)
-            all_f32 = all(
-                isinstance(t, Scalar | Dense) and t.dtype == "float32"
-                for t in (self.features[n] for n in names)
-            )
-            fields = _store.FieldPlan(fo, fs, all_f32)
-            dtype = np.dtype(
-                {
-                    "names": list(names),
-                    "formats": [_stored_format(self.features[n]) for n in names],
-                    "offsets": np.concatenate(([0], np.cumsum(fs)[:-1])).tolist(),
-                    "itemsize": max(1, fields.row_bytes),
-                }
-            )
-            views = {}
-            fields_of: Any = dtype.fields
-            for n in names:
-                t = self.features[n]
-                sub, offset = fields_of[n][0], fields_of[n][1]
-                if isinstance(t, Scalar) or (isinstance(t, Dense) and t.dtype.startswith("float")):
-                    views[n] = (sub.base, offset, sub.shape, (sub.base.itemsize,) * len(sub.shape))
-            plan = _Plan(names, fields, fields.row_bytes, dtype, fields.float_rows, views, [0, 0])
+                names = self.check_names(features)
+                plan = _build_plan(self, [(n, n, self.features[n], True) for n in names])
             if len(self._plans) >= 64:  # keep the newest plans; keep the counts of all
                 self.fold_reads(self._plans.pop(next(iter(self._plans))))
             self._plans[key] = plan
         return plan
+
+    def pins(self) -> dict[str, int]:
+        """{transform name: version} pinned to this version's features."""
+        if self._pins is None:
+            pins: dict[str, int] = {}
+            for info in self.meta.info.values():
+                pins.update(info.get("transforms", {}))
+            self._pins = pins
+        return self._pins
+
+    def check_names(self, features: Any) -> tuple[str, ...]:
+        """A feature selection as a tuple of names (None: all), checked."""
+        if features is None:
+            names = tuple(self.features)
+        elif isinstance(features, str):
+            names = (features,)
+        else:
+            names = tuple(features)
+        unknown = [n for n in names if n not in self.features]
+        if unknown or len(set(names)) != len(names):
+            what = f"unknown features {unknown}" if unknown else "a feature named twice"
+            raise ParameterError(
+                f"group {self.meta.name!r}: {what}; its features are {list(self.features)}"
+            )
+        return names
 
     def fold_reads(self, plan: _Plan) -> None:
         calls, keys = plan.reads
@@ -508,7 +670,34 @@ class _Snapshot:
             reservation.release()
         self._reservations.clear()
         self._categories.clear()
+        self.transformed.clear()
         return freed
+
+    def cached_outputs(self, post: _Post) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """The cached outputs of a post transform at this snapshot (computed for every
+        key's latest row at the first read that asks, charged to the memory budget), or
+        None when the store does not cache it."""
+        if post.ref not in self.cached_refs or self.pinned:
+            return None
+        cache = self.transformed.get(post.ref)
+        if cache is None:
+            n = self.meta.n_slots
+            rows = np.arange(n, dtype=_I64)
+            if self.table.rows_of_slots(rows):
+                raise CorruptStoreError(f"group {self.meta.name!r}: a damaged page table")
+            features = [f[1:] for f in post.inputs]  # the inputs' hidden fields are "~feature"
+            plan = self.plan(tuple(features))
+            nbytes = 8 * n * (1 + sum(post.widths))
+            if self.budget is not None:
+                self._reservations[f"~{post.ref}"] = self.budget.reserve(
+                    nbytes, f"the cached outputs of transform {post.ref}"
+                )
+            block = np.empty(n * plan.row_bytes, dtype=np.uint8)
+            self.table.gather_plan(rows, plan.fields, block, 1)
+            batch = FeatureBatch(self, plan, None, block, rows, np.ones(n, dtype=bool), True)
+            values = compute(post, [batch[f] for f in features], n)
+            cache = self.transformed[post.ref] = (rows, values)
+        return cache
 
     def quant(self, name: str) -> np.ndarray:
         q = self._quant.get(name)
@@ -707,6 +896,7 @@ class FeatureGroup:
         missing: str = "nan",
         n_threads: int | None = None,
         out: np.ndarray | None = None,
+        transform: Any = None,
     ) -> FeatureBatch:
         """The latest committed values of ``features`` (default: all) for ``keys``.
 
@@ -731,6 +921,13 @@ class FeatureGroup:
         (for example the ``to_numpy()`` of an earlier batch of the same features),
         becomes that block instead: nothing is allocated or charged, and ``to_numpy()``
         is a view of ``out`` when every feature is float32.
+
+        ``transform``: a stored transform (``"scale@2"``; ``"scale"`` is the version
+        pinned to its features at the store version read) or a list of them, applied
+        during the read: the batch holds ``features`` (default with a transform: none)
+        raw, then each transform's outputs (``"age:scale"`` per input feature, or
+        ``"scale"`` for one that mixes its inputs).  Affine transforms over float
+        features run inside the read kernel.  See docs/transforms.md.
         """
         if missing != "nan" and missing != "raise":
             _check_missing_arg(missing)
@@ -738,6 +935,8 @@ class FeatureGroup:
             snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         else:
             snap, as_of = self._resolve(version, as_of)
+        if transform is not None:
+            features = self._selection(snap, features, transform)
         kind = type(keys)
         if out is not None:
             pass  # one key goes through the many-key path, which fills out
@@ -763,6 +962,7 @@ class FeatureGroup:
         as_of: Any = None,
         missing: str = "nan",
         n_threads: int | None = None,
+        transform: Any = None,
     ) -> Iterator[FeatureBatch]:
         """``get`` in batches of ``batch_size`` keys, for key sets whose values do not
         fit in memory at once: one :class:`FeatureBatch` per chunk, in key order.
@@ -781,6 +981,8 @@ class FeatureGroup:
         snap, as_of = self._resolve(version, as_of)
         if snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
+        if transform is not None:
+            features = self._selection(snap, features, transform)
         plan = snap.plan(features)
         if keys is None:
             n = snap.meta.n_slots
@@ -796,7 +998,8 @@ class FeatureGroup:
                 if budget is None
                 else budget.rows_for_budget(per_key, maximum=_MAX_AUTO_BATCH)
             )
-        return self._batches(snap, keys, n, batch_size, plan.names, times, missing, n_threads)
+        selection = features if isinstance(features, Selection) else plan.names
+        return self._batches(snap, keys, n, batch_size, selection, times, missing, n_threads)
 
     def _batches(
         self,
@@ -804,7 +1007,7 @@ class FeatureGroup:
         keys: Any,
         n: int,
         size: int,
-        features: tuple[str, ...],
+        features: Any,
         times: np.ndarray | None,
         missing: str,
         n_threads: int | None,
@@ -827,6 +1030,35 @@ class FeatureGroup:
             else:
                 t = None if times is None else times[a:b]
                 yield self._read(snap, chunk, features, t, missing, n_threads, None)
+
+    def _selection(self, snap: _Snapshot, features: Any, transform: Any) -> Selection:
+        """A transformed read's selection, its transforms resolved (a name without a
+        version: the one pinned at the snapshot's version).  Cached per snapshot."""
+        key = (
+            features if features is None or isinstance(features, str) else tuple(features),
+            transform if isinstance(transform, str | StoredTransform) else tuple(transform),
+        )
+        sel = snap.selections.get(key)
+        if sel is None:
+            refs = [transform] if isinstance(transform, str | StoredTransform) else transform
+            catalog = self._store.transforms
+            found = []
+            for ref in refs:
+                if isinstance(ref, str) and "@" not in ref:
+                    v = snap.pins().get(ref)
+                    if v is None:
+                        have = catalog.versions(ref) if catalog.list() else []
+                        raise NotFoundError(
+                            f"transform {ref!r} is not pinned to a feature of group "
+                            f"{self.name!r} at the version read; name a version"
+                            + (f" ({ref}@{have[-1]})" if have else "")
+                            + " or pin one (store.transforms.pin) and commit"
+                        )
+                    ref = f"{ref}@{v}"
+                found.append(catalog.get(ref))
+            raw = () if features is None else snap.check_names(features)
+            sel = snap.selections[key] = Selection(raw, tuple(found))
+        return sel
 
     def _resolve(self, version: int | str | None, as_of: Any) -> tuple[_Snapshot, Any]:
         """The snapshot a read of ``version`` (default: the group's own, else the newest)

@@ -1,10 +1,12 @@
 """Feature metadata, definition versions and lineage.
 
 Every feature carries metadata in its group's manifest entry (``GroupMeta.info``):
-``created_ns``, the ``definition`` version that gave it its current type, a
-``description``, an ``owner``, ``tags`` and, for a derived feature, ``derived``: how it
-was computed.  All of it is plain JSON, validated when a manifest is read; nothing in a
-store is ever executed or unpickled.
+``created_ns``, the ``definition`` version that last changed it (its type, or the
+transforms pinned to it), a ``description``, an ``owner``, ``tags``, for a derived
+feature ``derived``: how it was computed, and ``transforms``: the transform versions
+pinned to it (see :mod:`mmfs.transforms.catalog`; absent until one is).  All of it is
+plain JSON, validated when a manifest is read; nothing in a store is ever executed or
+unpickled.
 
 Definition versions.  A group's ``definition`` is 1 at creation and grows by one at each
 :meth:`Store.alter_group` (adding, dropping or retyping features).  Altering rewrites the
@@ -121,8 +123,13 @@ def check_info(info: Any, features: Any, src: str) -> dict[str, dict[str, Any]]:
         raise CorruptStoreError(f"{src}: info must describe exactly its features")
     for name, item in info.items():
         where = f"{src} feature {name!r}"
-        if not isinstance(item, dict) or set(item) != _FIELDS:
+        if not isinstance(item, dict) or set(item) - {"transforms"} != _FIELDS:
             raise CorruptStoreError(f"{where}: metadata must have the fields {sorted(_FIELDS)}")
+        pins = item.get("transforms", {})
+        if not isinstance(pins, dict) or not all(
+            isinstance(k, str) and type(v) is int and v >= 1 for k, v in pins.items()
+        ):
+            raise CorruptStoreError(f"{where}: transforms must map names to versions >= 1")
         if not all(type(item[k]) is int and item[k] >= 0 for k in ("created_ns", "definition")):
             raise CorruptStoreError(f"{where}: created_ns and definition must be ints >= 0")
         if not isinstance(item["description"], str) or not isinstance(item["owner"], str):

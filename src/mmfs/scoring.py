@@ -18,6 +18,10 @@ calls ``fn(batch)``, which returns one result per key (an array, or anything
   call.  Nothing waits forever on a worker that will not answer.
 - The result depends on neither ``workers`` nor ``batch_size``: each key is read alone by
   the same kernel, and the batches are put back in order.
+- ``transform=`` applies stored transforms during each worker's read, exactly as
+  ``group.get(..., transform=)`` does (a name without a version is resolved once, in the
+  caller, at the pinned version).  A custom transform must be registered in the workers
+  too: define it in an importable module or in ``__main__`` (both are preloaded).
 
 :class:`Scorer` keeps its workers between calls (``with mmfs.Scorer(...) as s:
 s.score(keys)``), for jobs that score many key sets; :func:`score` is one Scorer used
@@ -110,6 +114,7 @@ class Scorer:
         n_threads: int | None = None,
         timeout: float | None = None,
         start_method: str | None = None,
+        transform: Any = None,
     ) -> None:
         from mmfs.group import FeatureGroup
         from mmfs.store import Store
@@ -141,7 +146,13 @@ class Scorer:
         try:
             version = self._local.generation if version is None else self._local.version(version)
             self._group = self._local.group(group, version=version)
-            self._group._resolve(None, None)[0].plan(features)  # unknown features: now
+            snap = self._group._resolve(None, None)[0]
+            if transform is not None:  # resolved here: every worker applies these versions
+                sel = self._group._selection(snap, features, transform)
+                transform = [st.ref for st in sel.transforms]
+                snap.plan(sel)
+            else:
+                snap.plan(features)  # unknown features: now
             if workers:
                 try:
                     pickle.dumps(fn)
@@ -163,7 +174,7 @@ class Scorer:
         threads = (
             n_threads if n_threads is not None else max(1, usable_cpu_count() // max(1, workers))
         )
-        self._options = {"features": features, "n_threads": threads}
+        self._options = {"features": features, "n_threads": threads, "transform": transform}
         self._fn = fn
         self._pool: cf.ProcessPoolExecutor | None = None
         self._closed = False
@@ -304,12 +315,13 @@ def score(
     n_threads: int | None = None,
     timeout: float | None = None,
     start_method: str | None = None,
+    transform: Any = None,
 ) -> np.ndarray:
     """``fn(batch)`` for every batch of ``keys``, in ``workers`` processes, results in key
     order (see the module docstring).  ``workers=None``: one per usable core;
     ``batch_size=None``: about four batches per worker, 1,024 to 65,536 keys each."""
     with Scorer(
         store, group, fn, features, workers=workers, batch_size=batch_size, version=version,
-        n_threads=n_threads, timeout=timeout, start_method=start_method,
+        n_threads=n_threads, timeout=timeout, start_method=start_method, transform=transform,
     ) as scorer:  # fmt: skip
         return scorer.score(keys, as_of=as_of)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import re
 import shutil
@@ -78,6 +79,7 @@ from mmfs.storage.fileformat import (
 from mmfs.storage.keyindex import KeyIndex
 from mmfs.storage.locking import WriterLock
 from mmfs.training import TrainingSet
+from mmfs.transforms.catalog import TransformCatalog
 
 __all__ = ["Store", "Version", "open"]
 
@@ -311,6 +313,7 @@ class Store:
         self._retired: dict[int, GroupMeta] = {}
         self._tags: dict[str, int] = {}
         self._read_totals: dict[str, dict[str, list[int]]] = {}
+        self._cached_transforms: set[str] = set()  # see TransformCatalog.cache
         if mode == "a":
             if os.path.exists(self.path) and not os.path.isdir(self.path):
                 raise FormatError(f"{self.path} is not an mmfs store (it is not a directory)")
@@ -573,7 +576,7 @@ class Store:
             try:
                 snap = _Snapshot(
                     meta, self._files_of(latest), self._head, _PINNED, self._budget,
-                    index_meta=latest,
+                    index_meta=latest, cached=self._cached_transforms,
                 )  # fmt: skip
                 break
             except FileNotFoundError as exc:  # superseded by a commit since: reload
@@ -721,7 +724,10 @@ class Store:
                         f"it has {self.groups()}"
                     )
             try:
-                snap = _Snapshot(meta, self._files(name), self._head, self._gen, self._budget)
+                snap = _Snapshot(
+                    meta, self._files(name), self._head, self._gen, self._budget,
+                    cached=self._cached_transforms,
+                )  # fmt: skip
                 break
             except FileNotFoundError as exc:
                 # A writer replaced the files of this generation after we read its
@@ -793,6 +799,11 @@ class Store:
             c = totals.setdefault(name, [0, 0])
             c[0] += calls
             c[1] += keys
+
+    @functools.cached_property
+    def transforms(self) -> TransformCatalog:
+        """The store's transforms: fit, add, list, describe, pin (mmfs.transforms.catalog)."""
+        return TransformCatalog(self)
 
     @property
     def budget(self) -> MemoryBudget | None:
@@ -949,6 +960,7 @@ class Store:
             else np.datetime64(committed.written_ns, "ns"),
             "definition": info["definition"],
             "derived": copy.deepcopy(info["derived"]),
+            "transforms": dict(info.get("transforms", {})),
             "reads": reads,
         }  # fmt: skip
 
@@ -1349,6 +1361,7 @@ class Store:
         time_column: str = "event_time",
         key_columns: Mapping[str, str] | None = None,
         n_threads: int | None = None,
+        transform: Any = None,
     ) -> TrainingSet:
         """A point-in-time training set: one row per row of ``entity_df``, in order, its
         columns kept, and for each of ``features`` (``"group.feature"``, or
@@ -1358,11 +1371,17 @@ class Store:
         the store knew (byte-identical after any later writes).  Key columns default to
         each group's key name.  The whole result is charged to the memory budget; see
         :meth:`training_batches` for results larger than it.  Specification and
-        examples: docs/training_sets.md."""
+        examples: docs/training_sets.md.
+
+        ``transform``: stored transforms (``"scale@2"``, or ``"scale"`` for the version
+        pinned at the version read) applied as ``group.get(..., transform=)`` applies
+        them, by the same code: their outputs follow the features, named
+        ``"group.feature:scale"`` (``"group.scale"`` for one that mixes its inputs);
+        ``features`` may then be empty."""
         self._check_open()
         return training.build(
             self, entity_df, features, version=version, ttl=ttl, time_column=time_column,
-            key_columns=key_columns, n_threads=n_threads,
+            key_columns=key_columns, n_threads=n_threads, transform=transform,
         )  # fmt: skip
 
     def training_batches(
@@ -1376,6 +1395,7 @@ class Store:
         time_column: str = "event_time",
         key_columns: Mapping[str, str] | None = None,
         n_threads: int | None = None,
+        transform: Any = None,
     ) -> Iterator[TrainingSet]:
         """:meth:`training_set` streamed: one TrainingSet per ``chunk_rows`` consecutive
         entity rows, in order, so that only one chunk's output is in memory at a time.
@@ -1386,6 +1406,7 @@ class Store:
         return training.chunks(
             self, entity_df, features, chunk_rows=chunk_rows, version=version, ttl=ttl,
             time_column=time_column, key_columns=key_columns, n_threads=n_threads,
+            transform=transform,
         )  # fmt: skip
 
     def verify(self) -> dict[str, int]:

@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmfs._times import to_ns
-from mmfs.errors import ParameterError
+from mmfs.errors import NotFoundError, ParameterError
 from mmfs.featurebatch import FeatureBatch
+from mmfs.group import Selection
 from mmfs.schema import Sparse
+from mmfs.transforms.catalog import StoredTransform, outputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmfs.store import Store
@@ -120,7 +122,7 @@ class TrainingSet:
 
     def _sparse(self, name: str) -> bool:
         group, feature = self._where[name]
-        return isinstance(self._batches[group]._snap.features[feature], Sparse)
+        return isinstance(self._batches[group]._plan.types[feature], Sparse)
 
     def to_pandas(self) -> Any:
         """A pandas DataFrame: the input columns (and index), then one column per
@@ -179,7 +181,9 @@ def _columns_of(entity: Any) -> tuple[dict[str, Any], Any]:
     )
 
 
-def _split(store: Store, features: Any) -> tuple[list[str], dict[str, tuple[str, str]]]:
+def _split(
+    store: Store, features: Any, *, transformed: bool = False
+) -> tuple[list[str], dict[str, tuple[str, str]]]:
     if isinstance(features, str) or not isinstance(features, Sequence):
         raise ParameterError(
             'features must be a list of "group.feature" names, e.g. ["users.clicks"]'
@@ -202,7 +206,7 @@ def _split(store: Store, features: Any) -> tuple[list[str], dict[str, tuple[str,
                 raise ParameterError(f"feature {name!r} is named twice")
             where[name] = (group, f)
             names.append(name)
-    if not names:
+    if not names and not transformed:
         raise ParameterError("features is empty: name at least one")
     return names, where
 
@@ -217,8 +221,9 @@ def build(
     time_column: str,
     key_columns: Mapping[str, str] | None,
     n_threads: int | None,
+    transform: Any = None,
 ) -> TrainingSet:
-    names, where = _split(store, features)
+    names, where = _split(store, features, transformed=transform is not None)
     ttl_ns = parse_ttl(ttl)
     columns, index = _columns_of(entity)
     if time_column not in columns:
@@ -230,7 +235,18 @@ def build(
     # to_ns refuses NaT, integers and anything not one-dimensional
     times = to_ns(columns[time_column], n) if n else np.zeros(0, dtype=np.int64)
     batches: dict[str, FeatureBatch] = {}
-    for group in dict.fromkeys(g for g, _ in where.values()):
+    groups = list(dict.fromkeys(g for g, _ in where.values()))
+    snaps = {group: _snapshot(store, group, version) for group in groups}
+    chosen = _transforms(store, transform, snaps, version)
+    for group, sts in chosen.items():
+        for st in sts:
+            for out, _ in outputs(st):
+                name = f"{group}.{out}"
+                where[name] = (group, out)
+                names.append(name)
+    if not names:
+        raise ParameterError("features and transform are empty: name at least one")
+    for group in snaps:
         g = store[group]
         col = (key_columns or {}).get(group, g.key)
         if col not in columns:
@@ -239,16 +255,55 @@ def build(
                 f"{list(columns)}); map it with key_columns={{{group!r}: column}}"
             )
         keys = _keys(columns[col], g.key_type, col)
-        if version is None:  # _split's store.groups() has just refreshed a reader
-            snap = store._snapshot(group)
-        else:
-            snap = store._version_snapshot(group, version)
-        feats = [f for name, (gg, f) in where.items() if gg == group]
+        snap = snaps[group]
+        feats: Any = [f for name, (gg, f) in where.items() if gg == group]
+        if group in chosen:
+            raw = tuple(f for f in feats if f in snap.features)
+            feats = Selection(snap.check_names(raw), tuple(chosen[group]))
         batches[group] = g._as_of_batch(
             snap, keys, times.view("datetime64[ns]"), feats, ttl=ttl_ns, n_threads=n_threads,
             call="training_set()",
         )  # fmt: skip
     return TrainingSet(columns, index, names, batches, where)
+
+
+def _snapshot(store: Store, group: str, version: int | str | None) -> Any:
+    if version is None:  # _split's store.groups() has just refreshed a reader
+        return store._snapshot(group)
+    return store._version_snapshot(group, version)
+
+
+def _transforms(
+    store: Store, transform: Any, snaps: dict[str, Any], version: int | str | None
+) -> dict[str, list[StoredTransform]]:
+    """{group: its stored transforms} of ``transform`` (a name without a version: the
+    version pinned to a feature of a requested group, at the version read).  A group
+    that only a transform names joins ``snaps``."""
+    if transform is None:
+        return {}
+    refs = [transform] if isinstance(transform, str | StoredTransform) else list(transform)
+    catalog = store.transforms
+    chosen: dict[str, list[StoredTransform]] = {}
+    for ref in refs:
+        if isinstance(ref, str) and "@" not in ref:  # the requested groups' pins first
+            for group in [*snaps, *(g for g in store.groups() if g not in snaps)]:
+                try:
+                    snap = snaps.get(group) or _snapshot(store, group, version)
+                except NotFoundError:  # a group the pinned version does not have
+                    continue
+                if ref in snap.pins():
+                    ref = f"{ref}@{snap.pins()[ref]}"
+                    break
+            else:
+                raise NotFoundError(
+                    f"transform {ref!r} is not pinned to a feature of any group at the "
+                    "version read; name its version (name@n)"
+                )
+        st = catalog.get(ref)
+        if st.group not in snaps:
+            snaps[st.group] = _snapshot(store, st.group, version)
+        chosen.setdefault(st.group, []).append(st)
+    return chosen
 
 
 def _keys(column: Any, key_type: str, name: str) -> Any:
