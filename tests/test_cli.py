@@ -31,6 +31,10 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "identical: True" in out
     assert "iter_batches over all 3,000 users: 3,000 rows" in out
     assert "equal to scoring in this process: True" in out
+    assert "[transforms] fitted once" in out
+    assert "equal to numpy's (x - mean) / std: True" in out
+    assert "(137 columns): identical: True" in out
+    assert "serving refused with TransformSkewError: True" in out
     assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
     assert "16 queries, k=10:" in out

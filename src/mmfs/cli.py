@@ -151,8 +151,68 @@ def _tour_batch(path: str, rng: np.random.Generator) -> bool:
     return same and seen == n and scored
 
 
+def _tour_transforms(path: str, rng: np.random.Generator) -> bool:
+    """Part 3: fitted, versioned transforms applied during reads, identical in a training
+    set and online, and a custom transform whose edited code is refused.  Returns whether
+    every check passed."""
+    import mmfs
+    from mmfs import transforms as T
+
+    print("\n[transforms] fitted once, served by the read kernel, the same everywhere")
+    feats = ["s0", "s1", "s2", "s3", "embedding"]
+    with mmfs.open(path, durability="none") as store:
+        users = store["users"]
+        t = time.perf_counter()
+        scale = store.transforms.fit("scale", "users", feats, T.StandardScaler())
+        store.transforms.fit("country", "users", ["country"], T.OneHotEncoder())
+        store.commit("fit the preprocessing")  # publishes the pins: "scale" means scale@1
+        width = scale.transform.n_features_in
+        print(f"  fitted scale@1 (StandardScaler, {width} columns) and country@1 "
+              f"(OneHotEncoder) on every user: {time.perf_counter() - t:.2f} s")  # fmt: skip
+        keys = np.asarray(users.keys())
+        q = keys[rng.integers(0, keys.shape[0], min(keys.shape[0], 10_000))]
+        raw, t_raw = _timed(lambda: users.get(q, feats).to_numpy(), repeat=5)
+        got, t_tr = _timed(lambda: users.get(q, transform="scale").to_numpy(), repeat=5)
+        everything = users.get(keys, feats).to_numpy().astype(np.float64)
+        want = (raw - everything.mean(axis=0)) / everything.std(axis=0)
+        close = bool(np.allclose(got, want, rtol=1e-5, atol=1e-5))
+        print(f"  get({len(q):,} keys, transform='scale'): {t_tr * 1e3:.2f} ms vs "
+              f"{t_raw * 1e3:.2f} ms raw ({t_tr / t_raw:.2f}x); equal to numpy's "
+              f"(x - mean) / std: {close}")  # fmt: skip
+        t0 = np.datetime64("2100-01-01", "ns")
+        m = min(1000, len(q))
+        entity = {"user_id": q[:m], "event_time": np.full(m, t0)}
+        ts = store.training_set(entity, [], transform=["scale", "country"])
+        online = users.get(q[:m], transform=["scale", "country"])
+        same = bool(np.array_equal(ts.to_numpy(), online.to_numpy()))
+        print(f"  training set and online read of {m:,} users, scaled and one-hot "
+              f"({online.to_numpy().shape[1]} columns): identical: {same}")  # fmt: skip
+
+        def ctr(s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+            return s0 / (1.0 + np.abs(s1))
+
+        mmfs.transform("ctr", "1")(ctr)
+        store.transforms.fit("ctr", "users", ["s0", "s1"], ctr)
+        store.commit("add ctr")
+        served = users.get(q[:5], transform="ctr")["ctr"]
+
+        def ctr_edited(s0: np.ndarray, s1: np.ndarray) -> np.ndarray:
+            return s0 / (2.0 + np.abs(s1))  # changed after the model was trained
+
+        mmfs.transform("ctr", "1")(ctr_edited)
+        try:
+            users.get(q[:5], transform="ctr")
+            refused = False
+        except mmfs.TransformSkewError:
+            refused = True
+        T.unregister_transform("ctr", "1")
+        print(f"  custom transform ctr@1 served ({served[0]:.3f}, ...); after its code was "
+              f"edited, serving refused with TransformSkewError: {refused}")  # fmt: skip
+    return close and same and refused
+
+
 def _tour_versions(path: str, rng: np.random.Generator) -> bool:
-    """Part 3: versions, event time and a point-in-time training set.  Returns whether
+    """Part 4: versions, event time and a point-in-time training set.  Returns whether
     every check passed."""
     import mmfs
 
@@ -234,6 +294,7 @@ def _demo(args: argparse.Namespace) -> int:
         path = args.path or os.path.join(tmp, "features.mmfs")
         store_ok = _tour_store(path, data, rng)
         store_ok &= _tour_batch(path, rng)
+        store_ok &= _tour_transforms(path, rng)
         store_ok &= _tour_versions(os.path.join(tmp, "versions.mmfs"), rng)
 
     print(f"\n[vectors] exact k-NN over the {n:,} x {dim} embeddings")
