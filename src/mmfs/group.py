@@ -301,12 +301,14 @@ def _stored_format(ftype: FeatureType) -> Any:
 def _build_plan(
     snap: _Snapshot,
     entries: list[tuple[str, str | None, FeatureType, bool]],
-    affine: list[tuple[str, Affine]] = (),  # type: ignore[assignment]
+    affine: list[tuple[str, Affine, int]] = (),  # type: ignore[assignment]
     post: tuple[_Post, ...] = (),
 ) -> _Plan:
     """The plan of record fields ``entries``: (field name, stored feature it copies or
     None for a field the read reserves for a post transform, type, public).  Public
-    fields are the batch's features, in order; ``affine``: (field, step) to fuse."""
+    fields are the batch's features, in order; ``affine``: (field, its columns of an
+    affine step, the step's flags) to fuse.  Adjacent fields of one kind make one kernel
+    segment (a transform over many scalars is one call per row, not one per scalar)."""
     fo = np.array([-1 if src is None else snap.offsets[src] for _, src, _, _ in entries], _I64)
     fs = np.array([_stored_size(t) for _, _, t, _ in entries], dtype=_I64)
     starts = np.concatenate(([0], np.cumsum(fs)[:-1])).astype(_I64)
@@ -318,10 +320,19 @@ def _build_plan(
     fused = None
     if affine:
         at = {n: int(starts[i]) for i, (n, _, _, _) in enumerate(entries)}
-        segs = [(at[n], types[n].width, _affine_kind(types[n], a)) for n, a in affine]
-        params = np.concatenate([np.stack(a) for _, a in affine], axis=1)
-        first = np.concatenate(([0], np.cumsum([w for _, w, _ in segs])[:-1]))
-        at_, counts, kinds = (np.array(c, dtype=_I64) for c in zip(*segs, strict=True))
+        segs: list[list[int]] = []  # [byte offset, elements, kind, first parameter]
+        col = 0
+        for n, a, flags in affine:
+            t = types[n]
+            kind = (1 if t.dtype == "float64" else 0) | flags  # type: ignore[union-attr]
+            last = segs[-1] if segs else None
+            if last and last[2] == kind and last[0] + last[1] * _itemsize(t) == at[n]:
+                last[1] += t.width
+            else:
+                segs.append([at[n], t.width, kind, col])
+            col += t.width
+        params = np.concatenate([np.stack(a) for _, a, _ in affine], axis=1)
+        at_, counts, kinds, first = (np.array(c, dtype=_I64) for c in zip(*segs, strict=True))
         fused = (at_, counts, kinds, first, params)
     fields = _store.FieldPlan(fo, fs, all_f32, fused)
     dtype = np.dtype(
@@ -351,11 +362,6 @@ def _stored_size(t: FeatureType) -> int:
     return t.stored_bytes
 
 
-def _affine_kind(t: FeatureType, a: Affine) -> int:
-    """The kernel's segment kind: bit 1 float64, then the step's flags (affine_flags)."""
-    return (1 if t.dtype == "float64" else 0) | affine_flags(a)  # type: ignore[union-attr]
-
-
 def _fusable(t: FeatureType) -> bool:
     """A feature whose stored bytes are its float values (the kernel's affine step works
     on them in place)."""
@@ -374,7 +380,7 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
         (n, n, snap.features[n], True) for n in snap.check_names(sel.raw)
     ]
     hidden: list[tuple[str, str | None, FeatureType, bool]] = []
-    affine: list[tuple[str, Affine]] = []
+    affine: list[tuple[str, Affine, int]] = []
     posts: list[_Post] = []
     taken = {n for n, _, _, _ in entries}
     for st in sel.transforms:
@@ -396,6 +402,7 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
         taken.update(outs)
         step = t.affine()
         if step is not None and all(_fusable(ty) for ty in st.types):
+            flags = affine_flags(step)  # the whole step's, as apply_affine uses them
             col = 0
             for f, ty, o in zip(st.features, st.types, outs, strict=True):
                 gap = -sum(_stored_size(e[2]) for e in entries) % _itemsize(ty)
@@ -403,7 +410,7 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
                     entries.append((f"~pad{len(entries)}", None, Dense(gap, "int8"), False))
                 w = ty.width
                 entries.append((o, f, ty, True))
-                affine.append((o, Affine(*(p[col : col + w] for p in step))))
+                affine.append((o, Affine(*(p[col : col + w] for p in step)), flags))
                 col += w
             continue
         inputs = []
