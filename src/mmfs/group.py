@@ -322,7 +322,7 @@ def _build_plan(
         at = {n: int(starts[i]) for i, (n, _, _, _) in enumerate(entries)}
         segs: list[list[int]] = []  # [byte offset, elements, kind, first parameter]
         col = 0
-        for n, a, flags in affine:
+        for n, _, flags in affine:
             t = types[n]
             kind = (1 if t.dtype == "float64" else 0) | flags  # type: ignore[union-attr]
             last = segs[-1] if segs else None
