@@ -903,3 +903,44 @@ def test_uncache_releases_the_budget(tmp_path: Any) -> None:
         held = s.budget.in_use
         s.transforms.uncache(st.ref)
         assert s.budget.in_use <= held - 8 * 1000
+
+
+def test_training_set_transform_resolution(store: mmfs.Store) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "event_time": [T0 + DAY, T0 + DAY]})
+    with pytest.raises(ParameterError, match="features and transform are empty"):
+        store.training_set(frame, [], transform=[])
+    with pytest.raises(NotFoundError, match="not pinned to a feature of any group"):
+        store.training_set(frame, [], transform="nothing")
+    v1 = store.generation
+    other = store.create_group("later", key="id", schema={"x": mmfs.scalar()})
+    other.write([1, 2], {"x": [1.0, 2.0]}, event_time=T0)
+    store.commit()
+    st = store.transforms.fit("s", "later", ["x"], T.MaxAbsScaler())
+    store.commit()
+    # at v1 the group "later" does not exist: searching every group skips it
+    with pytest.raises(NotFoundError, match="not pinned"):
+        store.training_set(frame, [], version=v1, transform="s")
+    ts = store.training_set(frame, ["u.a"], transform="s")
+    np.testing.assert_array_equal(ts["later.x:s"], [0.5, 1.0])
+    assert st.group == "later"
+
+
+def test_a_damaged_page_table_fails_the_cache(store: mmfs.Store, monkeypatch: Any) -> None:
+    st = store.transforms.fit("q", "u", ["b"], T.QuantileTransformer(n_quantiles=10))
+    store.commit()
+    store.transforms.cache(st.ref)
+    snap = store._snapshot("u")
+
+    class Damaged:  # the kernel's table, except that resolving slots reports damage
+        def __init__(self, table: Any) -> None:
+            self.table = table
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.table, name)
+
+        def rows_of_slots(self, rows: np.ndarray) -> int:
+            return 1
+
+    monkeypatch.setattr(snap, "table", Damaged(snap.table))
+    with pytest.raises(CorruptStoreError, match="damaged page table"):
+        store["u"].get([1], transform=st.ref)

@@ -51,7 +51,6 @@ from typing import Any, ClassVar, Self, SupportsFloat
 import numpy as np
 
 from mmfs.errors import (
-    DimensionError,
     MissingDependencyError,
     MmfsError,
     ParameterError,
@@ -116,14 +115,9 @@ def _choice(kind: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
 # -- fitting helpers -------------------------------------------------------------------------
 
 
-def _check_width(kind: str, X: np.ndarray) -> None:
-    if X.shape[1] == 0:
-        raise DimensionError(f"{kind}: cannot fit on 0 columns (got shape {X.shape})")
-
-
 def _check_fit_values(kind: str, X: np.ndarray, *, allow_nan: bool) -> None:
-    """Refuse what scikit-learn's fit refuses: no columns, infinities (and NaN if asked)."""
-    _check_width(kind, X)
+    """Refuse what scikit-learn's fit refuses: infinities (and NaN if asked).  (No rows
+    or no columns: Transform.fit refuses those for every transform.)"""
     bad = np.isinf(X) if allow_nan else ~np.isfinite(X)
     if bad.any():
         row, col = (int(i[0]) for i in np.nonzero(bad))
@@ -746,7 +740,6 @@ class Log1p(_Numeric):
         super().__init__()
 
     def _fit(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        _check_width(self.kind, X)
         return {}
 
     def _apply(self, X: np.ndarray) -> np.ndarray:
@@ -785,7 +778,6 @@ class Clip(_Numeric):
         super().__init__(min=lo, max=hi)
 
     def _fit(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        _check_width(self.kind, X)
         return {}
 
     def affine(self) -> Affine:
