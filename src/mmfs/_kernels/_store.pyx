@@ -573,9 +573,12 @@ cdef class RowTable:
         fields to o (row_bytes per key; zeros and row -1 where absent), STAGE keys at a
         time through three stages -- prefetch their page-table entries, read them and
         prefetch the records, check and copy the records -- so that the cache misses of
-        a stage's keys overlap instead of queueing one key after another.  Returns the
-        number of corrupt entries (their rows read -1)."""
-        cdef Py_ssize_t a, e, i
+        a stage's keys overlap instead of queueing one key after another.  A plan's affine
+        step runs on a stage's rows while the next stage's records are on their way (and
+        after the stage's copies have landed: right after its own copy, a row's loads
+        would wait for the copy's stores).  Returns the number of corrupt entries (their
+        rows read -1)."""
+        cdef Py_ssize_t a, e, i, done = 0
         cdef int64_t bad = 0, r, slot
         cdef int64_t slots[STAGE]
         cdef int64_t rb = plan.row_bytes
@@ -594,6 +597,9 @@ cdef class RowTable:
                 if r >= 0:
                     self.prefetch(r)
                 rows[i] = r
+            if plan.n_aff:  # the previous stage's rows, while this stage's arrive
+                self.affine_rows(rows, done, a, plan, o)
+                done = a
             for i in range(a, e):
                 r = rows[i]
                 if r >= 0 and (<const int64_t *>self.record(r))[0] != slots[i - a]:
@@ -602,8 +608,17 @@ cdef class RowTable:
                     bad += 1
                     r = -1
                     rows[i] = -1
-                self.copy_row(r, o + i * rb, plan)
+                self.copy_fields(r, o + i * rb, plan)
+        if plan.n_aff:
+            self.affine_rows(rows, done, m, plan, o)
         return bad
+
+    cdef inline void affine_rows(self, const int64_t *rows, Py_ssize_t a, Py_ssize_t e,
+                                 FieldPlan plan, uint8_t *o) noexcept nogil:
+        cdef Py_ssize_t i
+        for i in range(a, e):
+            if rows[i] >= 0:
+                _affine_row(o + i * plan.row_bytes, plan)
 
     def get_int(self, const int64_t[::1] keys, int64_t[::1] rows, FieldPlan plan,
                 uint8_t[::1] out, int n_threads):
@@ -873,6 +888,13 @@ cdef class RowTable:
         MMFS_PREFETCH(rec + self.record_bytes - 1)
 
     cdef inline void copy_row(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
+        self.copy_fields(row, dst, plan)
+        if plan.n_aff and row >= 0:
+            _affine_row(dst, plan)
+
+    cdef inline void copy_fields(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
+        """copy_row without the affine step (fetch applies it to a whole stage after the
+        stage's copies: right after each copy, its loads would wait for the copy's stores)."""
         cdef Py_ssize_t f
         cdef const uint8_t *rec
         if row < 0:
@@ -882,8 +904,6 @@ cdef class RowTable:
         for f in range(plan.n_fields):
             if plan.offsets[f] >= 0:
                 memcpy(dst + plan.starts[f], rec + plan.offsets[f], plan.sizes[f])
-        if plan.n_aff:
-            _affine_row(dst, plan)
 
 
 cdef void _affine_row(uint8_t *dst, FieldPlan plan) noexcept nogil:
