@@ -72,11 +72,11 @@ def identity_affine(d: int) -> Affine:
     )  # fmt: skip
 
 
-FILL, CLIP, SUB, ADD = 2, 4, 8, 16  # the kernel's flags (mmfs_affine.h)
+FILL, CLIP, SUB, ADD, MUL = 2, 4, 8, 16, 32  # the kernel's flags (mmfs_affine.h)
 
 
 def affine_flags(a: Affine) -> int:
-    """Which parts of the step do anything: a NaN fill, a clip, a sub, an add."""
+    """Which parts of the step do anything: a NaN fill, a clip, a sub, an add, a mul."""
     flags = 0 if np.all(np.isnan(a.fill)) else FILL
     if np.any(a.lo != -np.inf) or np.any(a.hi != np.inf):
         flags |= CLIP
@@ -84,18 +84,29 @@ def affine_flags(a: Affine) -> int:
         flags |= SUB
     if np.any(a.add != 0):
         flags |= ADD
+    if np.any(a.mul != 1):
+        flags |= MUL
     return flags
 
 
 def apply_affine(X: np.ndarray, a: Affine) -> np.ndarray:
     """The numpy mirror of the kernel's fused affine step: the same operations in the same
-    order, skipping what the kernel skips (so even the sign of a zero agrees)."""
+    order, taking the same shortcut for the same shapes of step (so even the sign of a
+    zero agrees)."""
     v = np.asarray(X, dtype=np.float64)
     flags = affine_flags(a)
-    if not flags & (FILL | CLIP | ADD):
+    if not flags & (FILL | CLIP | ADD):  # scalers
         v = (v - a.sub) * a.mul
-    elif not flags & (FILL | CLIP | SUB):
+    elif not flags & (FILL | CLIP | SUB):  # min-max
         v = v * a.mul + a.add
+    elif not flags & (CLIP | ADD | SUB | MUL):  # an imputer
+        v = np.where(np.isnan(v), a.fill, v)
+    elif not flags & (CLIP | ADD):  # an imputer, then a scaler
+        v = (np.where(np.isnan(v), a.fill, v) - a.sub) * a.mul
+    elif not flags & (FILL | SUB):  # min-max with a clip
+        v = v * a.mul + a.add
+        v = np.where(v < a.lo, a.lo, v)
+        v = np.where(v > a.hi, a.hi, v)
     else:
         v = np.where(np.isnan(v), a.fill, v)
         v = (v - a.sub) * a.mul + a.add

@@ -61,9 +61,11 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)\Z")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StoredTransform:
-    """One stored version of a transform (see the module docstring)."""
+    """One stored version of a transform (see the module docstring).  The catalog loads
+    each version once per store object, so identity is equality (and hashing it, in
+    every transformed read's plan key, costs nothing)."""
 
     name: str
     version: int
