@@ -47,6 +47,7 @@ DAY = np.timedelta64(86_400_000_000_000, "ns")
 SCHEMA = {
     "a": mmfs.scalar("float32"),
     "b": mmfs.scalar("float64"),
+    "c64": mmfs.scalar("float64"),
     "i": mmfs.scalar("int64"),
     "flag": mmfs.scalar("bool"),
     "emb": mmfs.dense(4),
@@ -61,6 +62,8 @@ def _values(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, A
     a = rng.normal(5 + shift, 2, n).astype(np.float32)
     a[rng.random(n) < 0.1] = np.nan
     b = rng.normal(shift, 1e3, n)
+    c64 = rng.normal(-shift, 0.5, n)
+    c64[rng.random(n) < 0.1] = np.nan
     emb = rng.normal(shift, 1, (n, 4)).astype(np.float32)
     emb[rng.random((n, 4)) < 0.05] = np.nan
     import scipy.sparse as sp
@@ -68,6 +71,7 @@ def _values(rng: np.random.Generator, n: int, shift: float = 0.0) -> dict[str, A
     return {
         "a": a,
         "b": b,
+        "c64": c64,
         "i": rng.integers(-50, 50, n),
         "flag": rng.random(n) < 0.5,
         "emb": emb,
@@ -93,9 +97,27 @@ def _raw(g: mmfs.FeatureGroup, keys: Any, features: list[str], **kw: Any) -> lis
 
 
 def _reference(st: T.StoredTransform, g: mmfs.FeatureGroup, keys: Any, **kw: Any) -> Any:
-    """The transform's numpy path on the raw values, split like the read's outputs."""
+    """The transform's numpy path on the raw values, split like the read's outputs.  A
+    fused affine step applies feature by feature, each in its own dtype, with the whole
+    step's flags (mmfs.transforms._base.affine_columns)."""
     arrays = _raw(g, keys, list(st.features), **kw)
     t = st.transform
+    step = t.affine()
+    if step is not None and all(
+        getattr(ty, "dtype", "") in ("float32", "float64") for ty in st.types
+    ):
+        flags, p32, col, parts = _base.affine_flags(step), _base.affine32(step), 0, []
+        for value, ty in zip(arrays, st.types, strict=True):
+            w = ty.width
+            cut = slice(col, col + w)
+            part32 = None
+            if p32 is not None and ty.dtype == "float32":  # type: ignore[union-attr]
+                part32 = _base.Affine32(*(p[cut] for p in p32[:7]), flags=p32.flags)
+            a = T.Affine(*(p[cut] for p in step))
+            x = np.asarray(value).reshape(len(value), w)
+            parts.append(_base.affine_columns(x, a, flags, part32).astype(np.float64))
+            col += w
+        return np.concatenate(parts, axis=1)
     if isinstance(t, T.CustomTransform):
         return t.call(arrays, len(arrays[0]))
     X = input_matrix(arrays, list(st.types), t.categorical)
@@ -123,6 +145,11 @@ CASES = [
     ("impute", ["a", "emb"], lambda: T.SimpleImputer(strategy="median"), True),
     ("imp_std", ["a", "emb"], lambda: [T.SimpleImputer(), T.StandardScaler()], True),
     ("clip", ["a", "emb"], lambda: T.Clip(min=3.0, max=6.0), True),
+    ("impute64", ["c64"], lambda: T.SimpleImputer(strategy="median"), True),
+    ("imp_std64", ["c64", "b"], lambda: [T.SimpleImputer(), T.StandardScaler()], True),
+    ("minmax64", ["c64", "b"], lambda: T.MinMaxScaler(feature_range=(-1, 1), clip=True), True),
+    ("minmax64n", ["b"], lambda: T.MinMaxScaler(), True),
+    ("clip64", ["c64", "a"], lambda: T.Clip(min=-0.2, max=0.3), True),
     ("std_half", ["half"], lambda: T.StandardScaler(), False),
     ("std_int", ["i", "flag"], lambda: T.StandardScaler(), False),
     ("std_imp", ["a"], lambda: [T.StandardScaler(), T.SimpleImputer()], False),
@@ -625,16 +652,20 @@ def test_score_applies_the_same_transform(store: mmfs.Store) -> None:
 def test_field_plan_checks_its_affine_segments() -> None:
     offsets = np.array([16], dtype=np.int64)
     sizes = np.array([16], dtype=np.int64)
-    params = np.ones((6, 4))
-    ok = (np.array([0]), np.array([4]), np.array([0]), np.array([0]), params)
+    p64, p32 = np.ones((6, 4)), np.ones((7, 4), np.float32)
+    zero, one = np.array([0]), np.array([1])
+    ok = (zero, np.array([4]), zero, zero, p64, p32)
     assert _store.FieldPlan(offsets, sizes, True, ok).n_aff == 1
     bad = [
-        (np.array([2]), np.array([4]), np.array([0]), np.array([0]), params),  # misaligned
-        (np.array([0]), np.array([5]), np.array([0]), np.array([0]), params),  # past the row
-        (np.array([8]), np.array([2]), np.array([1]), np.array([0]), params),  # f64 past it
-        (np.array([0]), np.array([4]), np.array([0]), np.array([1]), params),  # past params
-        (np.array([0]), np.array([4]), np.array([0, 0]), np.array([0]), params),
-        (np.array([0]), np.array([4]), np.array([0]), np.array([0]), params[:5]),
+        (np.array([2]), np.array([4]), zero, zero, p64, p32),  # misaligned
+        (zero, np.array([5]), zero, zero, p64, p32),  # past the row
+        (np.array([8]), np.array([2]), one, zero, p64, p32),  # float64 past it
+        (zero, np.array([2]), one | 64, zero, p64, p32),  # float32 math on float64
+        (zero, np.array([4]), zero, one, p64, p32),  # past the parameters
+        (zero, np.array([4]), np.array([0, 0]), zero, p64, p32),  # lengths differ
+        (zero, np.array([4]), zero, zero, p64[:5], p32),  # 5 rows of parameters
+        (zero, np.array([4]), zero, zero, p64, p32[:6]),  # 6 rows of float32 ones
+        (zero, np.array([4]), zero, zero, p64, p32[:, :3]),  # fewer float32 columns
     ]
     for affine in bad:
         with pytest.raises(ValueError, match="FieldPlan"):
@@ -659,8 +690,10 @@ def test_kernel_affine_equals_apply_affine(tmp_path: Any, dtype: Any) -> None:
         values = {"v": X} if dtype == np.float32 else {f"c{j}": X[:, j] for j in range(d)}
         g.write(np.arange(300), values)
         s.commit()
+        mul = rng.normal(size=d)
+        mul[0] = 0.0  # a constant column: in float32 arithmetic, its add is kept apart
         a = T.Affine(
-            rng.normal(size=d), rng.normal(size=d), rng.normal(size=d),
+            rng.normal(size=d), mul, rng.normal(size=d),
             np.where(rng.random(d) < 0.5, -np.inf, -50.0),
             np.where(rng.random(d) < 0.5, np.inf, 50.0),
             np.where(rng.random(d) < 0.5, np.nan, 7.0),

@@ -52,7 +52,7 @@ from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse, layout
 from mmfs.storage.arena import Arena, seg_bits_for
 from mmfs.storage.fileformat import open_array, write_array_file
 from mmfs.storage.keyindex import KeyIndex, _as_int_keys, _as_str_keys
-from mmfs.transforms._base import Affine, Transform, affine_flags
+from mmfs.transforms._base import Affine, Affine32, Transform, affine32, affine_flags
 from mmfs.transforms.catalog import StoredTransform, outputs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -301,13 +301,13 @@ def _stored_format(ftype: FeatureType) -> Any:
 def _build_plan(
     snap: _Snapshot,
     entries: list[tuple[str, str | None, FeatureType, bool]],
-    affine: list[tuple[str, Affine, int]] = (),  # type: ignore[assignment]
+    affine: list[tuple[str, Affine, int, Affine32 | None]] = (),  # type: ignore[assignment]
     post: tuple[_Post, ...] = (),
 ) -> _Plan:
     """The plan of record fields ``entries``: (field name, stored feature it copies or
     None for a field the read reserves for a post transform, type, public).  Public
     fields are the batch's features, in order; ``affine``: (field, its columns of an
-    affine step, the step's flags) to fuse.  Adjacent fields of one kind make one kernel
+    affine step, the step's flags, its float32 form or None) to fuse.  Adjacent fields of one kind make one kernel
     segment (a transform over many scalars is one call per row, not one per scalar)."""
     fo = np.array([-1 if src is None else snap.offsets[src] for _, src, _, _ in entries], _I64)
     fs = np.array([_stored_size(t) for _, _, t, _ in entries], dtype=_I64)
@@ -322,18 +322,28 @@ def _build_plan(
         at = {n: int(starts[i]) for i, (n, _, _, _) in enumerate(entries)}
         segs: list[list[int]] = []  # [byte offset, elements, kind, first parameter]
         col = 0
-        for n, _, flags in affine:
+        for n, _, flags, p32 in affine:
             t = types[n]
-            kind = (1 if t.dtype == "float64" else 0) | flags  # type: ignore[union-attr]
+            if t.dtype == "float64":  # type: ignore[union-attr]
+                kind = 1 | flags
+            else:
+                kind = flags if p32 is None else p32.flags
             last = segs[-1] if segs else None
             if last and last[2] == kind and last[0] + last[1] * _itemsize(t) == at[n]:
                 last[1] += t.width
             else:
                 segs.append([at[n], t.width, kind, col])
             col += t.width
-        params = np.concatenate([np.stack(a) for _, a, _ in affine], axis=1)
+        params = np.concatenate([np.stack(a) for _, a, _, _ in affine], axis=1)
+        params32 = np.concatenate(
+            [
+                np.zeros((7, a.sub.shape[0]), np.float32) if p32 is None else np.stack(p32[:7])
+                for _, a, _, p32 in affine
+            ],
+            axis=1,
+        )
         at_, counts, kinds, first = (np.array(c, dtype=_I64) for c in zip(*segs, strict=True))
-        fused = (at_, counts, kinds, first, params)
+        fused = (at_, counts, kinds, first, params, params32)
     fields = _store.FieldPlan(fo, fs, all_f32, fused)
     dtype = np.dtype(
         {
@@ -380,7 +390,7 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
         (n, n, snap.features[n], True) for n in snap.check_names(sel.raw)
     ]
     hidden: list[tuple[str, str | None, FeatureType, bool]] = []
-    affine: list[tuple[str, Affine, int]] = []
+    affine: list[tuple[str, Affine, int, Affine32 | None]] = []
     posts: list[_Post] = []
     taken = {n for n, _, _, _ in entries}
     for st in sel.transforms:
@@ -403,6 +413,7 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
         step = t.affine()
         if step is not None and all(_fusable(ty) for ty in st.types):
             flags = affine_flags(step)  # the whole step's, as apply_affine uses them
+            p32 = affine32(step)
             col = 0
             for f, ty, o in zip(st.features, st.types, outs, strict=True):
                 gap = -sum(_stored_size(e[2]) for e in entries) % _itemsize(ty)
@@ -410,7 +421,10 @@ def _transformed_plan(snap: _Snapshot, sel: Selection) -> _Plan:
                     entries.append((f"~pad{len(entries)}", None, Dense(gap, "int8"), False))
                 w = ty.width
                 entries.append((o, f, ty, True))
-                affine.append((o, Affine(*(p[col : col + w] for p in step)), flags))
+                part32 = None
+                if p32 is not None:
+                    part32 = Affine32(*(p[col : col + w] for p in p32[:7]), flags=p32.flags)
+                affine.append((o, Affine(*(p[col : col + w] for p in step)), flags, part32))
                 col += w
             continue
         inputs = []

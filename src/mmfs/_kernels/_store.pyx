@@ -75,6 +75,10 @@ cdef extern from "mmfs_affine.h":
     void mmfs_affine_f64(double *x, int64_t n, const double *sub, const double *mul,
                          const double *add, const double *lo, const double *hi,
                          const double *fill, int flags) noexcept nogil
+    int MMFS_AFF_F32MATH
+    void mmfs_affine32(float *x, int64_t n, const float *shi, const float *slo,
+                       const float *m, const float *c, const float *lo, const float *hi,
+                       const float *fill, int flags) noexcept nogil
 
 cnp.import_array()
 
@@ -108,8 +112,10 @@ cdef class FieldPlan:
     fields, the kernel applies each segment's affine step (mmfs_affine.h) in place to
     ``counts[s]`` float32 (float64 when ``kinds[s] & 1``) elements at byte ``at[s]`` of
     the key's output, with per-element parameters ``params[:, first[s]:first[s] +
-    counts[s]]`` (rows: sub, mul, add, lo, hi, fill; ``kinds[s]`` bits 2 and 4 say
-    whether the segment fills NaNs and clips)."""
+    counts[s]]`` (rows: sub, mul, add, lo, hi, fill; ``kinds[s]``'s other bits say
+    which parts do anything).  A float32 segment whose kind has the F32MATH bit computes
+    in float32 with ``params32`` instead (rows: shi, slo, m, c, lo, hi, fill; see
+    transforms._base.affine32)."""
 
     cdef int64_t[::1] offsets
     cdef int64_t[::1] sizes
@@ -123,6 +129,7 @@ cdef class FieldPlan:
     cdef int64_t[::1] aff_kinds
     cdef int64_t[::1] aff_first
     cdef double[:, ::1] aff_params
+    cdef float[:, ::1] aff_params32
 
     def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes,
                  bint float_rows=False, affine=None):
@@ -144,19 +151,22 @@ cdef class FieldPlan:
         self.n_aff = 0
         if affine is None:
             return
-        at, counts, kinds, first, params = affine
+        at, counts, kinds, first, params, params32 = affine
         self.aff_at = np.ascontiguousarray(at, dtype=np.int64)
         self.aff_counts = np.ascontiguousarray(counts, dtype=np.int64)
         self.aff_kinds = np.ascontiguousarray(kinds, dtype=np.int64)
         self.aff_first = np.ascontiguousarray(first, dtype=np.int64)
         self.aff_params = np.ascontiguousarray(params, dtype=np.float64)
+        self.aff_params32 = np.ascontiguousarray(params32, dtype=np.float32)
         m = self.aff_at.shape[0]
         if (self.aff_counts.shape[0] != m or self.aff_kinds.shape[0] != m
-                or self.aff_first.shape[0] != m or self.aff_params.shape[0] != 6):
+                or self.aff_first.shape[0] != m or self.aff_params.shape[0] != 6
+                or self.aff_params32.shape[0] != 7
+                or self.aff_params32.shape[1] != self.aff_params.shape[1]):
             raise ValueError("FieldPlan: affine arrays of different lengths")
         for s in range(m):
             width = 8 if self.aff_kinds[s] & MMFS_AFF_F64 else 4
-            if (self.aff_at[s] < 0 or self.aff_counts[s] < 0
+            if (width == 8 and self.aff_kinds[s] & MMFS_AFF_F32MATH) or (self.aff_at[s] < 0 or self.aff_counts[s] < 0
                     or self.aff_at[s] + self.aff_counts[s] * width > self.row_bytes
                     or self.aff_at[s] % width or self.aff_first[s] < 0
                     or self.aff_first[s] + self.aff_counts[s] > self.aff_params.shape[1]):
@@ -912,11 +922,16 @@ cdef void _affine_row(uint8_t *dst, FieldPlan plan) noexcept nogil:
     cdef int64_t p, n, kind
     cdef Py_ssize_t w = plan.aff_params.shape[1]
     cdef const double *q = &plan.aff_params[0, 0]
+    cdef const float *q32 = &plan.aff_params32[0, 0]
     for s in range(plan.n_aff):
         p = plan.aff_first[s]
         n = plan.aff_counts[s]
         kind = plan.aff_kinds[s]
-        if kind & MMFS_AFF_F64:
+        if kind & MMFS_AFF_F32MATH:
+            mmfs_affine32(<float *>(dst + plan.aff_at[s]), n, q32 + p, q32 + w + p,
+                          q32 + 2 * w + p, q32 + 3 * w + p, q32 + 4 * w + p, q32 + 5 * w + p,
+                          q32 + 6 * w + p, <int>kind)
+        elif kind & MMFS_AFF_F64:
             mmfs_affine_f64(<double *>(dst + plan.aff_at[s]), n, q + p, q + w + p,
                             q + 2 * w + p, q + 3 * w + p, q + 4 * w + p, q + 5 * w + p,
                             <int>kind)
