@@ -307,8 +307,9 @@ def _build_plan(
     """The plan of record fields ``entries``: (field name, stored feature it copies or
     None for a field the read reserves for a post transform, type, public).  Public
     fields are the batch's features, in order; ``affine``: (field, its columns of an
-    affine step, the step's flags, its float32 form or None) to fuse.  Adjacent fields of one kind make one kernel
-    segment (a transform over many scalars is one call per row, not one per scalar)."""
+    affine step, the step's flags, its float32 form or None) to fuse.  Adjacent fields of
+    one kind make one kernel segment (a transform over many scalars is one call per row,
+    not one per scalar)."""
     fo = np.array([-1 if src is None else snap.offsets[src] for _, src, _, _ in entries], _I64)
     fs = np.array([_stored_size(t) for _, _, t, _ in entries], dtype=_I64)
     starts = np.concatenate(([0], np.cumsum(fs)[:-1])).astype(_I64)
@@ -324,10 +325,8 @@ def _build_plan(
         col = 0
         for n, _, flags, p32 in affine:
             t = types[n]
-            if t.dtype == "float64":  # type: ignore[union-attr]
-                kind = 1 | flags
-            else:
-                kind = flags if p32 is None else p32.flags
+            wide = t.dtype == "float64"  # type: ignore[union-attr]
+            kind = (1 | flags) if wide else (flags if p32 is None else p32.flags)
             last = segs[-1] if segs else None
             if last and last[2] == kind and last[0] + last[1] * _itemsize(t) == at[n]:
                 last[1] += t.width
