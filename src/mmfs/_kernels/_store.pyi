@@ -14,7 +14,7 @@ class FieldPlan:
         offsets: np.ndarray,
         sizes: np.ndarray,
         float_rows: bool = False,
-        affine: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+        affine: tuple[np.ndarray, ...] | None = None,
     ) -> None: ...
 
 class RowTable:
