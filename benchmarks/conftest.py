@@ -81,6 +81,14 @@ class Sizes:
     # mmfs.Scorer over all bt_n keys: timed calls of a warm pool; cold mmfs.score() calls
     bt_score_rounds: int
     bt_cold_rounds: int
+    # transforms (test_bench_transforms.py): a group of tf_n keys (128-d f32 emb, the same
+    # with ~1% NaN emb_nan, a category color, 4 f32 scalars); tf_count keys per batch get,
+    # tf_rounds timed rounds each; one-key gets: tf_one_rounds rounds of tf_one_calls calls
+    tf_n: int
+    tf_count: int
+    tf_rounds: int
+    tf_one_rounds: int
+    tf_one_calls: int
 
 
 # Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
@@ -123,6 +131,11 @@ SIZES = {
         bt_sqlite_rounds=3,
         bt_score_rounds=30,
         bt_cold_rounds=1,
+        tf_n=20_000,
+        tf_count=10_000,
+        tf_rounds=30,
+        tf_one_rounds=20,
+        tf_one_calls=1_000,
     ),
     "full": Sizes(
         cd_a=1_000,
@@ -149,6 +162,11 @@ SIZES = {
         bt_sqlite_rounds=5,
         bt_score_rounds=7,
         bt_cold_rounds=3,
+        tf_n=1_000_000,
+        tf_count=10_000,
+        tf_rounds=150,
+        tf_one_rounds=100,
+        tf_one_calls=1_000,
     ),
 }
 
