@@ -587,6 +587,13 @@ class _Snapshot:
             self._plans[key] = plan
         return plan
 
+    def committed_keys(self) -> Any:
+        """Every key the snapshot's version has, in slot order (a pinned version's key
+        index may hold newer keys beyond its n_slots)."""
+        keys = self.index.keys()
+        n = self.meta.n_slots
+        return keys[:n] if isinstance(keys, list) else keys[:n].copy()
+
     def pins(self) -> dict[str, int]:
         """{transform name: version} pinned to this version's features."""
         if self._pins is None:
@@ -1064,18 +1071,16 @@ class FeatureGroup:
             catalog = self._store.transforms
             found = []
             for ref in refs:
-                if isinstance(ref, str) and "@" not in ref:
-                    v = snap.pins().get(ref)
-                    if v is None:
-                        have = catalog.versions(ref) if catalog.list() else []
-                        raise NotFoundError(
-                            f"transform {ref!r} is not pinned to a feature of group "
-                            f"{self.name!r} at the version read; name a version"
-                            + (f" ({ref}@{have[-1]})" if have else "")
-                            + " or pin one (store.transforms.pin) and commit"
-                        )
-                    ref = f"{ref}@{v}"
-                found.append(catalog.get(ref))
+                st = catalog.resolve(ref, snap.pins())
+                if st is None:
+                    have = catalog.versions(str(ref)) if catalog.list() else []
+                    raise NotFoundError(
+                        f"transform {ref!r} is not pinned to a feature of group "
+                        f"{self.name!r} at the version read; name a version"
+                        + (f" ({ref}@{have[-1]})" if have else "")
+                        + " or pin one (store.transforms.pin) and commit"
+                    )
+                found.append(st)
             raw = () if features is None else snap.check_names(features)
             sel = snap.selections[key] = Selection(raw, tuple(found))
         return sel

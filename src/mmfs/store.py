@@ -1101,7 +1101,7 @@ class Store:
         v = self._gen if version is None else self.version(version)
         src = self.group(src_group, version=v)
         meta = self._version_meta(src_group, v)
-        keys = _all_keys(self._version_snapshot(src_group, v), meta.n_slots)
+        keys = self._version_snapshot(src_group, v).committed_keys()
         batch = src.get(keys, list(dict.fromkeys(f for _, f in parts)))
         with np.errstate(all="ignore"):
             out = np.asarray(rf.fn(*[batch[f] for _, f in parts]))
@@ -1514,12 +1514,6 @@ class Store:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.groups())
-
-
-def _all_keys(snap: _Snapshot, n_slots: int) -> Any:
-    """Every key of a snapshot, in slot order (n_slots of them)."""
-    keys = snap.index.keys()
-    return keys[:n_slots] if isinstance(keys, list) else keys[:n_slots].copy()
 
 
 def _type_of(values: np.ndarray) -> Any:

@@ -285,21 +285,21 @@ def _transforms(
     catalog = store.transforms
     chosen: dict[str, list[StoredTransform]] = {}
     for ref in refs:
-        if isinstance(ref, str) and "@" not in ref:  # the requested groups' pins first
+        st = catalog.resolve(ref, {})  # None: a name without a version, found by its pin
+        if st is None:  # the requested groups' pins first, then every other group's
             for group in [*snaps, *(g for g in store.groups() if g not in snaps)]:
                 try:
                     snap = snaps.get(group) or _snapshot(store, group, version)
                 except NotFoundError:  # a group the pinned version does not have
                     continue
-                if ref in snap.pins():
-                    ref = f"{ref}@{snap.pins()[ref]}"
+                st = catalog.resolve(ref, snap.pins())
+                if st is not None:
                     break
-            else:
-                raise NotFoundError(
-                    f"transform {ref!r} is not pinned to a feature of any group at the "
-                    "version read; name its version (name@n)"
-                )
-        st = catalog.get(ref)
+        if st is None:
+            raise NotFoundError(
+                f"transform {ref!r} is not pinned to a feature of any group at the "
+                "version read; name its version (name@n)"
+            )
         if st.group not in snaps:
             snaps[st.group] = _snapshot(store, st.group, version)
         chosen.setdefault(st.group, []).append(st)

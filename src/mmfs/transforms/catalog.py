@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -198,7 +199,7 @@ class TransformCatalog:
 
             spec = Pipeline(list(spec))
         snap = store._version_snapshot(gname, v)
-        keys = _keys_of(snap)
+        keys = snap.committed_keys()
         if len(keys) == 0:
             raise ParameterError(f"group {gname!r} has no rows at version {v} to fit on")
         batch = g.get(keys, list(feats))
@@ -375,6 +376,14 @@ class TransformCatalog:
             st = self._loaded[(name, version)] = self._load(name, version)
         return st
 
+    def resolve(self, ref: Any, pins: Mapping[str, int]) -> StoredTransform | None:
+        """What a read names: ``"name@n"`` (or a StoredTransform) as :meth:`get` finds it;
+        a bare ``"name"``, the version ``pins`` gives it (None when it gives none)."""
+        if isinstance(ref, str) and "@" not in ref:
+            version = pins.get(ref)
+            return None if version is None else self.get(f"{ref}@{version}")
+        return self.get(ref)
+
     def _load(self, name: str, version: int) -> StoredTransform:
         where = os.path.join(self._root, name, f"v{version}")
         path = os.path.join(where, "transform.mmfs")
@@ -463,12 +472,6 @@ def _check_name(name: Any) -> None:
         raise ParameterError(
             f"a transform name is a letter or _ then up to 63 letters, digits or _, got {name!r}"
         )
-
-
-def _keys_of(snap: Any) -> Any:
-    keys = snap.index.keys()
-    n = snap.meta.n_slots
-    return keys[:n] if isinstance(keys, list) else keys[:n].copy()
 
 
 def _probe_custom(t: CustomTransform, arrays: list[Any]) -> None:
