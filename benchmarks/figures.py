@@ -1,11 +1,13 @@
 """Figures against absolute targets, shared by the benchmark files that have them
-(test_bench_store.py, test_bench_batch.py): a :class:`Figure` per measured value, a
-markdown table of them with PASS/FAIL, and a plugin that prints that table at the end of
-the session (and appends it to $MMFS_BENCH_TABLE when set)."""
+(test_bench_store.py, test_bench_batch.py, test_bench_transforms.py): a :class:`Figure`
+per measured value, a markdown table of them with PASS/FAIL, and a plugin that prints
+that table at the end of the session (and appends it to $MMFS_BENCH_TABLE when set).
+Also :func:`timed_rounds`, the explicit-rounds timing those files share."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,52 @@ from typing import Any
 import pytest
 from conftest import size_name
 from targets import LIMITS, Limit, Target, fmt_seconds
+
+
+@dataclass
+class Rounds:
+    """What :func:`timed_rounds` measured."""
+
+    result: Any  # fn's last result
+    median: float  # seconds of the median round (disabled: of the one call)
+    minimum: float
+    rounds: int  # timed rounds (disabled: 1)
+    times: list[float]  # each timed round (the warm-up dropped)
+    before: list[float]  # the ``before`` call just before each of those rounds
+
+
+def timed_rounds(
+    benchmark: Any, fn: Callable[[], Any], *, rounds: int, before: Callable[[], Any] | None
+) -> Rounds:
+    """Time ``fn`` in pytest-benchmark pedantic mode: one warm-up round, then ``rounds``
+    rounds of one call (--benchmark-disable: one plain call).  ``before``, when given, is
+    timed before every round (and the warm-up), outside the timed call, so that the two
+    alternate and see the same machine: a peer or floor to take per-round ratios with."""
+    times: list[float] = []
+    before_times: list[float] = []
+
+    def setup() -> None:
+        if before is not None:
+            t0 = time.perf_counter()
+            before()
+            before_times.append(time.perf_counter() - t0)
+
+    def timed() -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        return out
+
+    if benchmark.disabled:
+        setup()
+        result = benchmark(timed)  # disabled: one plain call
+        return Rounds(result, times[-1], times[-1], 1, times, before_times)
+    result = benchmark.pedantic(timed, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+    stats = benchmark.stats.stats
+    return Rounds(
+        result, float(stats.median), float(stats.min), int(stats.rounds), times[1:],
+        before_times[1:],
+    )  # fmt: skip
 
 
 @dataclass

@@ -89,7 +89,6 @@ import itertools
 import os
 import sqlite3
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,7 +99,7 @@ import numpy as np
 import psutil
 import pytest
 from conftest import SIZES, Entry, Harness, Sizes, size_name
-from figures import Figure, figure_table, report_at_end
+from figures import Figure, figure_table, report_at_end, timed_rounds
 from targets import LIMITS, TARGETS, fmt_seconds
 
 import mmfs
@@ -486,34 +485,12 @@ def _run(
     the median of the per-round ratios (round i's time / the floor call just before it).
     """
     benchmark.group = group
-    times: list[float] = []
-    floor_times: list[float] = []
-
-    def setup() -> None:
-        if floor is not None:
-            t0 = time.perf_counter()
-            floor()
-            floor_times.append(time.perf_counter() - t0)
-
-    def timed() -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        return out
-
+    r = timed_rounds(benchmark, fn, rounds=rounds, before=floor)
+    times, floor_times, seconds, done = r.times, r.before, r.median, r.rounds
     if benchmark.disabled:
-        setup()
-        result = benchmark(timed)  # disabled: one plain call
         harness.disabled = True
-        seconds, done = times[-1], 1
     else:
-        result = benchmark.pedantic(
-            timed, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1
-        )
-        stats = benchmark.stats.stats
-        seconds, done = float(stats.median), int(stats.rounds)
-        note = f"min {fmt_seconds(float(stats.min))}; {note}"
-        times, floor_times = times[1:], floor_times[1:]  # drop the warm-up round
+        note = f"min {fmt_seconds(r.minimum)}; {note}"
     info: dict[str, Any] = {"impl": impl, "size": harness.size, "seconds_full_equivalent": seconds}
     if target is not None:
         info["target"] = target
@@ -531,7 +508,7 @@ def _run(
         group, impl, seconds, seconds, done, note, None if target is None else TARGETS[target]
     )
     harness.record(benchmark, entry, info)
-    return result
+    return r.result
 
 
 # --------------------------------------------------------------------------------------

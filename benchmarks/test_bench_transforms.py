@@ -124,7 +124,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Entry, Harness, Sizes
-from figures import Figure, figure_table, report_at_end
+from figures import Figure, figure_table, report_at_end, timed_rounds
 from sklearn import impute as ski
 from sklearn import preprocessing as skp
 from sklearn.pipeline import make_pipeline
@@ -392,34 +392,12 @@ def _run(
     Harness table; return its last result.  ``paired``: timed before every round, outside
     the timed call, for the paired ratio (PAIRED[paired_key or group])."""
     benchmark.group = group
-    times: list[float] = []
-    paired_times: list[float] = []
-
-    def setup() -> None:
-        if paired is not None:
-            t0 = time.perf_counter()
-            paired()
-            paired_times.append(time.perf_counter() - t0)
-
-    def timed() -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        return out
-
+    r = timed_rounds(benchmark, fn, rounds=rounds, before=paired)
+    times, paired_times, seconds, done = r.times, r.before, r.median, r.rounds
     if benchmark.disabled:
-        setup()
-        result = benchmark(timed)  # disabled: one plain call
         harness.disabled = True
-        seconds, done = times[-1], 1
     else:
-        result = benchmark.pedantic(
-            timed, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1
-        )
-        stats = benchmark.stats.stats
-        seconds, done = float(stats.median), int(stats.rounds)
-        note = f"min {fmt_seconds(float(stats.min) / calls)}; {note}"
-        times, paired_times = times[1:], paired_times[1:]  # drop the warm-up round
+        note = f"min {fmt_seconds(r.minimum / calls)}; {note}"
     seconds /= calls
     info: dict[str, Any] = {"impl": impl, "size": harness.size, "seconds_per_call": seconds}
     if paired is not None:
@@ -435,7 +413,7 @@ def _run(
         info["paired"] = {"ratio": p.ratio, "min_ratio": p.min_ratio, "raw_s": p.raw}
     entry = Entry(group, impl, seconds, seconds, done, note)
     harness.record(benchmark, entry, info)
-    return result
+    return r.result
 
 
 def _seconds(h: Harness, group: str, impl: str) -> float | None:
