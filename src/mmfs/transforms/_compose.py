@@ -221,14 +221,6 @@ class Columns(Transform):
         used = {c for _, cols in self.parts for c in cols}
         return [c for c in range(d) if c not in used] if self.remainder == "passthrough" else []
 
-    def _check_input(self, X: Any) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X.reshape(-1, 1)
-        if X.ndim != 2:
-            raise ParameterError(f"columns: expected a 2-D array, got shape {X.shape}")
-        return X
-
     def fit(self, X: Any) -> Self:
         X = self._check_input(X)
         if X.shape[0] == 0:

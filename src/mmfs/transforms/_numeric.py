@@ -250,13 +250,6 @@ class _Numeric(Transform):
             )
         return arr
 
-    @classmethod
-    def _build(cls, options: dict[str, Any], params: dict[str, np.ndarray], d: int) -> Self:
-        t = cls(**options)
-        t.params = params
-        t.n_features_in = d
-        return t
-
 
 def _sample_counts(est: Any, d: int, cls: type[_Numeric]) -> np.ndarray:
     """scikit-learn's ``n_samples_seen_`` (an int, or one count per column) per column."""
@@ -348,7 +341,7 @@ class StandardScaler(_Numeric):
             "scale": cls._sk_vec(est, "scale_", d, optional=not ws),
             "n_samples_seen": _sample_counts(est, d, cls),
         }
-        return cls._build({"with_mean": wm, "with_std": ws}, params, d)
+        return cls._restore({"with_mean": wm, "with_std": ws}, params, d)
 
 
 class MinMaxScaler(_Numeric):
@@ -415,7 +408,7 @@ class MinMaxScaler(_Numeric):
         names = ("data_min", "data_max", "data_range", "scale", "min")
         params = {name: cls._sk_vec(est, name + "_", d) for name in names}
         params["n_samples_seen"] = np.array(int(est.n_samples_seen_), dtype=np.int64)
-        return cls._build({"feature_range": est.feature_range, "clip": est.clip}, params, d)
+        return cls._restore({"feature_range": est.feature_range, "clip": est.clip}, params, d)
 
 
 class MaxAbsScaler(_Numeric):
@@ -468,7 +461,7 @@ class MaxAbsScaler(_Numeric):
             "scale": cls._sk_vec(est, "scale_", d),
             "n_samples_seen": np.array(int(est.n_samples_seen_), dtype=np.int64),
         }
-        return cls._build({"clip": getattr(est, "clip", False)}, params, d)
+        return cls._restore({"clip": getattr(est, "clip", False)}, params, d)
 
 
 class RobustScaler(_Numeric):
@@ -567,7 +560,7 @@ class RobustScaler(_Numeric):
             "center": cls._sk_vec(est, "center_", d, optional=not est.with_centering),
             "scale": cls._sk_vec(est, "scale_", d, optional=not est.with_scaling),
         }
-        return cls._build(options, params, d)
+        return cls._restore(options, params, d)
 
 
 class Normalizer(_Numeric):
@@ -608,7 +601,7 @@ class Normalizer(_Numeric):
     @classmethod
     def _from_sklearn(cls, est: Any) -> Self:
         d = cls._check_sklearn(est)
-        return cls._build({"norm": est.norm}, {}, d)
+        return cls._restore({"norm": est.norm}, {}, d)
 
 
 # -- imputation ------------------------------------------------------------------------------
@@ -723,7 +716,7 @@ class SimpleImputer(_Numeric):
             "fill_value": est.fill_value,
             "keep_empty_features": est.keep_empty_features,
         }
-        return cls._build(options, {"statistics": cls._sk_vec(est, "statistics_", d)}, d)
+        return cls._restore(options, {"statistics": cls._sk_vec(est, "statistics_", d)}, d)
 
 
 # -- elementwise functions -------------------------------------------------------------------
@@ -758,7 +751,7 @@ class Log1p(_Numeric):
                 f"{cls.kind}: expected FunctionTransformer(np.log1p), got func={est.func!r}, "
                 f"kw_args={est.kw_args!r}"
             )
-        return cls._build({}, {}, d)
+        return cls._restore({}, {}, d)
 
 
 class Clip(_Numeric):
@@ -809,7 +802,7 @@ class Clip(_Numeric):
                 f"number, 'a_max': number}}), got func={est.func!r}, kw_args={kw!r}"
             )
         bounds = {names[k]: v for k, v in kw.items()}
-        return cls._build({"min": bounds.get("min"), "max": bounds.get("max")}, {}, d)
+        return cls._restore({"min": bounds.get("min"), "max": bounds.get("max")}, {}, d)
 
 
 # -- polynomial features ---------------------------------------------------------------------
@@ -909,7 +902,7 @@ class PolynomialFeatures(_Numeric):
                 f"{cls.kind}: is for small feature sets, at most {MAX_POLYNOMIAL_INPUTS} "
                 f"input columns, got {d}"
             )
-        return cls._build(options, {}, d)
+        return cls._restore(options, {}, d)
 
 
 # -- scikit-learn class -> mmfs class --------------------------------------------------------
