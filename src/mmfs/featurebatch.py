@@ -99,7 +99,7 @@ class FeatureBatch:
                 todo = at[~hit]
                 if not todo.size:
                     continue
-            k = len(np.arange(len(self))[todo])
+            k = len(self) if isinstance(todo, slice) else len(todo)
             values = compute(post, [self[f][todo] for f in post.inputs], k)
             for name, v in zip(post.outputs, values, strict=True):
                 self._put(name, todo, v)
