@@ -9,7 +9,7 @@ metrics through :func:`register_metric`.  :func:`show_config` reports how the ke
 were built.
 """
 
-from mmfs import errors, transforms
+from mmfs import errors, experiments, transforms
 from mmfs._config import effective_n_threads, show_config
 from mmfs.distance import METRICS, cdist, register_metric, registered_metrics, unregister_metric
 from mmfs.errors import (
@@ -72,6 +72,7 @@ __all__ = [
     "dense",
     "effective_n_threads",
     "errors",
+    "experiments",
     "knn",
     "open",
     "radius",

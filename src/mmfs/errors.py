@@ -10,12 +10,17 @@ from __future__ import annotations
 __all__ = [
     "CorruptStoreError",
     "DimensionError",
+    "DuplicateSeedError",
+    "ExperimentError",
     "FormatError",
+    "LayerFullError",
+    "LayerOverlapError",
     "LockedError",
     "MemoryBudgetError",
     "MetricError",
     "MissingDependencyError",
     "MmfsError",
+    "NestingCycleError",
     "NotFoundError",
     "ParameterError",
     "ReadOnlyError",
@@ -23,6 +28,7 @@ __all__ = [
     "StoreClosedError",
     "TransformError",
     "TransformSkewError",
+    "WeightsError",
     "WorkerDiedError",
 ]
 
@@ -94,3 +100,30 @@ class TransformError(MmfsError, ValueError):
 class TransformSkewError(TransformError):
     """A custom transform's registered code differs from the code its stored version was
     fitted with: serving it would skew against training, so mmfs refuses."""
+
+
+class ExperimentError(MmfsError, ValueError):
+    """An experiment definition or change that mmfs refuses (each kind below has its own
+    subclass, so a caller can tell them apart)."""
+
+
+class WeightsError(ExperimentError):
+    """Variant weights that are not percentages in steps of 0.01 summing exactly to 100."""
+
+
+class LayerOverlapError(ExperimentError):
+    """A slot range that overlaps another experiment's, or the holdout, in one layer (or
+    one GrowthBook namespace): the layer's experiments would no longer exclude each other."""
+
+
+class LayerFullError(ExperimentError):
+    """A layer has not enough free traffic left for the coverage asked for."""
+
+
+class DuplicateSeedError(ExperimentError):
+    """A seed another experiment or layer already uses: their assignments would be
+    correlated instead of independent."""
+
+
+class NestingCycleError(ExperimentError):
+    """Experiments and layers nested inside each other in a cycle."""

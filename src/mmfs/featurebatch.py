@@ -51,7 +51,10 @@ _F32 = np.dtype(np.float32)
 class FeatureBatch:
     """Feature values of a batch of keys (see the module docstring)."""
 
-    __slots__ = ("_all", "_block", "_cache", "_found", "_keys", "_plan", "_rec", "_rows", "_snap")
+    __slots__ = (
+        "_all", "_arms", "_block", "_cache", "_found", "_keys", "_plan", "_rec", "_rows",
+        "_snap", "_variants",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -72,6 +75,8 @@ class FeatureBatch:
         self._found = found
         self._rec: np.ndarray | None = None
         self._cache: dict[str, Any] | None = None
+        self._arms: np.ndarray | None = None
+        self._variants: tuple[str, ...] = ()
         if plan.post:
             self._transform()
 
@@ -114,6 +119,18 @@ class FeatureBatch:
     def names(self) -> tuple[str, ...]:
         """The features of the batch, in request order."""
         return self._plan.names
+
+    @property
+    def arms(self) -> np.ndarray | None:
+        """A read with ``experiment=``: each key's arm, an int16 code into
+        :attr:`variants` (-1: not in the experiment, served the request as asked);
+        otherwise None."""
+        return self._arms
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variant names the codes of :attr:`arms` index (() without experiment)."""
+        return self._variants
 
     @property
     def row_bytes(self) -> int:

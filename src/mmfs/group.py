@@ -47,6 +47,8 @@ from mmfs.errors import (
     ParameterError,
     TransformError,
 )
+from mmfs.experiments.catalog import assign_codes
+from mmfs.experiments.hashing import as_keys, n_threads_for
 from mmfs.featurebatch import FeatureBatch, compute
 from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse, layout
 from mmfs.storage.arena import Arena, seg_bits_for
@@ -518,6 +520,7 @@ class _Snapshot:
         self.directory = directory
         self._plans: dict[Any, _Plan] = {}
         self.selections: dict[Any, Selection] = {}
+        self.arm_plans: dict[Any, _Plan] = {}  # experiment arms' substituted plans
         # Transform outputs cached per row (TransformCatalog.cache): the refs the store
         # caches, and what this snapshot has computed of them (ref -> (row of each slot,
         # the outputs of each slot)).
@@ -924,6 +927,7 @@ class FeatureGroup:
         n_threads: int | None = None,
         out: np.ndarray | None = None,
         transform: Any = None,
+        experiment: str | None = None,
     ) -> FeatureBatch:
         """The latest committed values of ``features`` (default: all) for ``keys``.
 
@@ -955,9 +959,19 @@ class FeatureGroup:
         raw, then each transform's outputs (``"age:scale"`` per input feature, or
         ``"scale"`` for one that mixes its inputs).  Affine transforms over float
         features run inside the read kernel.  See docs/transforms.md.
+
+        ``experiment``: the name of an experiment (``store.experiments``, as committed
+        at the version read): each key is assigned its arm and read with that arm's
+        serving configuration (another store version, alternative features, other
+        transform versions; keys outside the experiment get the request as asked), in
+        one call.  ``batch.arms`` holds the arm codes.  See docs/experiments.md.
         """
         if missing != "nan" and missing != "raise":
             _check_missing_arg(missing)
+        if experiment is not None:
+            return self._served(
+                keys, features, experiment, version, as_of, missing, n_threads, out, transform
+            )
         if version is None and self._version is None:  # the online path: no calls
             snap = self._store._snaps.get(self.name) or self._store._snapshot(self.name)
         else:
@@ -978,6 +992,159 @@ class FeatureGroup:
         elif snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
         return self._read(snap, keys, features, as_of, missing, n_threads, out)
+
+    def _served(
+        self,
+        keys: Any,
+        features: Any,
+        name: str,
+        version: int | str | None,
+        as_of: Any,
+        missing: str,
+        n_threads: int | None,
+        out: np.ndarray | None,
+        transform: Any,
+    ) -> FeatureBatch:
+        """``get(..., experiment=name)``: assign every key its arm, then read each arm's
+        keys with its serving configuration into one block."""
+        store = self._store
+        pinned = version if version is not None else self._version
+        state = store.experiments.served_state(pinned)
+        d = state.experiments.get(name)
+        if d is None:
+            raise NotFoundError(
+                f"no experiment {name!r} at the version read (an experiment serves once "
+                f"committed); there are {sorted(state.experiments)}"
+            )
+        if d.unit is not None and d.unit != self.key:
+            raise ParameterError(
+                f"experiment {name!r} randomises {d.unit!r}; group {self.name!r} is keyed "
+                f"by {self.key!r}"
+            )
+        ks = key_sequence(keys)
+        k = as_keys(ks)
+        codes = assign_codes(state, d, k, n_threads_for(k.n, n_threads))
+        configs: list[dict[str, Any] | None] = [None]  # 0: the request as asked
+        config_of = np.zeros(len(d.variants) + 1, dtype=np.int8)  # by arm code + 1
+        for i, arm in enumerate(d.variants):
+            if d.serve.get(arm):
+                configs.append(d.serve[arm])
+                config_of[i + 1] = len(configs) - 1
+        which = config_of[codes + 1]
+        if len(configs) == 1 or not which.any():
+            batch = self.get(
+                ks, features, version=version, as_of=as_of, missing=missing,
+                n_threads=n_threads, out=out, transform=transform,
+            )  # fmt: skip
+        else:
+            batch = self._variant_read(
+                ks, features, transform, version, as_of, configs, which, n_threads, out
+            )
+            if missing != "nan":
+                self._check_missing(batch._snap, ks, batch._found, missing)
+        batch._arms = codes
+        batch._variants = d.variants
+        if d.log_exposures:
+            store.experiments.log.record(d, ks, codes)
+        return batch
+
+    def _variant_read(
+        self,
+        keys: Any,
+        features: Any,
+        transform: Any,
+        version: int | str | None,
+        as_of: Any,
+        configs: list[dict[str, Any] | None],
+        which: np.ndarray,
+        n_threads: int | None,
+        out: np.ndarray | None,
+    ) -> FeatureBatch:
+        """Keys read with configuration ``configs[which[i]]`` each, into one block laid
+        out as the request's own read: per configuration, the rows of its keys (one
+        lookup pass) and one kernel call copying them into their records."""
+        snap, at = self._resolve(version, as_of)
+        if not snap.pinned and snap.table.stale():
+            snap = self._store._snapshot(self.name, refresh=True)
+        plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
+        n = which.shape[0]
+        block = self._block(plan0, n, "get()", out)
+        flat = block.view(np.uint8).reshape(-1)
+        rows = np.full(n, -1, dtype=_I64)
+        arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
+        times = None if at is None else to_ns(at, n).view("datetime64[ns]")
+        shared: np.ndarray | None = None  # rows of every key in the request's snapshot
+        for c, cfg in enumerate(configs):
+            idx = np.flatnonzero(which == c)
+            if not idx.size:
+                continue
+            csnap = snap
+            v = None if cfg is None else cfg.get("version")
+            if v is not None:
+                csnap = self._arm_snapshot(v, version)
+            plan = self._arm_plan(csnap, features, transform, cfg)
+            _same_layout(plan0, plan, cfg)
+            if csnap is snap:
+                if shared is None:
+                    shared = self._rows_of(snap, arr, times, n_threads)
+                r = shared[idx]
+            else:  # a pinned version: read through the history, as of the end of time
+                t = _END_OF_TIME if times is None else times[idx]
+                r = self._rows_of(csnap, arr[idx], t, n_threads)
+            csnap.table.gather_at(r, idx, plan.fields, flat, _threads(idx.size, n_threads))
+            rows[idx] = r
+        found = rows >= 0
+        return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))
+
+    def _rows_of(self, snap: _Snapshot, keys: Any, times: Any, n_threads: int | None) -> np.ndarray:
+        """The row of each key in ``snap`` (as of ``times``; -1: none), nothing copied."""
+        rows = snap.index.lookup(keys, n_threads=n_threads)  # slots, then rows in place
+        n = rows.shape[0]
+        if times is None and not snap.pinned:
+            bad = snap.table.rows_of_slots(rows)
+        else:
+            slots, rows = rows, np.empty(n, dtype=_I64)
+            bad = snap.table.asof_rows(slots, to_ns(times, n), rows, -1, _threads(n, n_threads))
+        if bad:
+            raise self._corrupt()
+        return rows
+
+    def _arm_snapshot(self, v: int | str, read: int | str | None) -> _Snapshot:
+        store = self._store
+        arm_v = store.version(v)
+        if read is not None and arm_v > store.version(read):
+            raise ParameterError(
+                f"an arm serves version {arm_v}, newer than the version read ({read})"
+            )
+        return store._version_snapshot(self.name, arm_v)
+
+    def _arm_plan(
+        self, snap: _Snapshot, features: Any, transform: Any, cfg: dict[str, Any] | None
+    ) -> _Plan:
+        """The request's plan with an arm's substitutions: its alternative features read
+        into the fields of the features they replace, its transform versions."""
+        if cfg is None:
+            return snap.plan(self._selection(snap, features, transform) if transform else features)
+        swap = cfg.get("features", {})
+        if transform:
+            refs = [transform] if isinstance(transform, str | StoredTransform) else transform
+            tswap = cfg.get("transforms", {})
+            refs = [tswap.get(_transform_name(r), r) for r in refs]
+            if features is not None:
+                names = [features] if isinstance(features, str) else list(features)
+                features = [swap.get(f, f) for f in names]
+            return snap.plan(self._selection(snap, features, refs))
+        names = snap.check_names(features)
+        sources = [swap.get(f, f) for f in names]
+        key = ("arm", names, tuple(sources))
+        plan = snap.arm_plans.get(key)
+        if plan is None:
+            snap.check_names(list(dict.fromkeys(sources)))
+            entries = [
+                (f, src, snap.features[src], True) for f, src in zip(names, sources, strict=True)
+            ]
+            plan = snap.arm_plans[key] = _build_plan(snap, entries)
+        return plan
 
     def iter_batches(
         self,
@@ -1529,6 +1696,30 @@ class FeatureGroup:
             i = j
         pending.sparse_elems[name] = pos
         return np.stack([starts, counts], axis=1)
+
+
+def _transform_name(ref: Any) -> str:
+    return ref.name if isinstance(ref, StoredTransform) else str(ref).split("@")[0]
+
+
+def _same_layout(plan0: _Plan, plan: _Plan, cfg: dict[str, Any] | None) -> None:
+    """An arm's plan must fill the request's records: the same field types at the same
+    places, and the same transforms computed after the copy (those run once per batch)."""
+    d0, d1 = plan0.dtype, plan.dtype
+    fields0 = [(d0.fields[n][0], d0.fields[n][1]) for n in d0.names]  # type: ignore[index]
+    fields1 = [(d1.fields[n][0], d1.fields[n][1]) for n in d1.names]  # type: ignore[index]
+    if fields0 != fields1 or d0.itemsize != d1.itemsize:
+        raise ParameterError(
+            f"an arm's configuration {cfg} reads features of other types than the request "
+            f"({list(plan.names)} vs {list(plan0.names)}); an alternative feature must have "
+            "the type of the one it replaces"
+        )
+    if [p.ref for p in plan.post] != [p.ref for p in plan0.post]:
+        raise TransformError(
+            f"an arm's configuration {cfg} changes a transform that runs after the copy "
+            f"({[p.ref for p in plan0.post]} -> {[p.ref for p in plan.post]}); only "
+            "kernel-fused (affine) transforms can differ between arms"
+        )
 
 
 def _check_missing_arg(missing: object) -> None:

@@ -55,6 +55,8 @@ from mmfs.errors import (
     ReadOnlyError,
     StoreClosedError,
 )
+from mmfs.experiments._model import ExperimentState
+from mmfs.experiments.catalog import ExperimentCatalog
 from mmfs.group import (
     PAGE_BITS,
     FeatureGroup,
@@ -120,6 +122,7 @@ class Manifest:
     #: dropped groups that versions still kept name: id -> their last meta (their files
     #: stay until store.gc drops the last such version)
     retired: dict[int, GroupMeta]
+    experiments: ExperimentState
 
 
 def _read_manifest(source: str, gen: int) -> Manifest:
@@ -154,6 +157,7 @@ def _read_manifest(source: str, gen: int) -> Manifest:
         next_group_id=next_id,
         groups=parsed,
         retired={m.id: m for m in retired_list},
+        experiments=ExperimentState.from_json(doc.get("experiments"), source),
     )
 
 
@@ -437,6 +441,7 @@ class Store:
         self._next_id = manifest.next_group_id
         self._groups = manifest.groups
         self._retired = manifest.retired
+        self._experiments = self._exp_work = manifest.experiments
         self._gen = gen
         self._drop_snaps()
         if self.mode == "a":
@@ -616,6 +621,7 @@ class Store:
         segment_bytes: int,
         next_id: int,
         retired: dict[int, GroupMeta] | None = None,
+        experiments: ExperimentState | None = None,
     ) -> dict[str, Any]:
         return {
             "format": "mmfs-store",
@@ -628,6 +634,7 @@ class Store:
             "next_group_id": next_id,
             "groups": {name: m.to_json() for name, m in groups.items()},
             "retired": [[m.name, m.to_json()] for m in (retired or {}).values()],
+            "experiments": (experiments or ExperimentState()).to_json(),
         }
 
     # -- state -----------------------------------------------------------------------------
@@ -804,6 +811,12 @@ class Store:
     def transforms(self) -> TransformCatalog:
         """The store's transforms: fit, add, list, describe, pin (mmfs.transforms.catalog)."""
         return TransformCatalog(self)
+
+    @functools.cached_property
+    def experiments(self) -> ExperimentCatalog:
+        """The store's experiments: create, ramp, restart, stop, read at a version
+        (mmfs.experiments.catalog)."""
+        return ExperimentCatalog(self)
 
     @property
     def budget(self) -> MemoryBudget | None:
@@ -1170,8 +1183,9 @@ class Store:
             if committed is not None and committed.id == meta.id:
                 retired[meta.id] = committed  # older versions still read it: see gc()
         doc = self._manifest_doc(
-            gen, message, tag_list, new, self._segment_bytes, self._next_id, retired
-        )
+            gen, message, tag_list, new, self._segment_bytes, self._next_id, retired,
+            self._exp_work,
+        )  # fmt: skip
         write_json_file(_manifest_path(self.path, gen), doc, "MNFT", durable=self._durable)
         # ---- the commit point: from here on, generation gen is the store ----
         self._write_head(gen)
@@ -1186,6 +1200,7 @@ class Store:
         old_groups = self._groups
         self._groups = new
         self._retired = retired
+        self._experiments = self._exp_work
         self._work = copy.deepcopy(new)
         self._gen = gen
         self._drop_snaps()
@@ -1346,6 +1361,7 @@ class Store:
         self._pendings.clear()
         self._dropped.clear()
         self._work = copy.deepcopy(self._groups)
+        self._exp_work = self._experiments
         self._next_id = max([m.id + 1 for m in self._groups.values()] + [self._next_id])
         self._drop_snaps()
 

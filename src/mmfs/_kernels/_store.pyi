@@ -82,6 +82,9 @@ class RowTable:
     def gather_plan(
         self, rows: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
     ) -> None: ...
+    def gather_at(
+        self, rows: np.ndarray, at: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
+    ) -> None: ...
 
 def gather_sparse(
     starts: np.ndarray,
