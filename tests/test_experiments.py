@@ -386,6 +386,10 @@ def served(tmp_path: Path) -> Any:
         )  # fmt: skip
         store.experiments.create("tf_test", ["a", "b"],
                                  serve={"b": {"transforms": {"scale": "scale@2"}}})  # fmt: skip
+        store.transforms.fit("scale", "users", ["age"], T.MinMaxScaler(clip=True), pin=False)
+        store.experiments.create(  # other affine flags (clip): no merged plan, one read per arm
+            "tf_clip", ["a", "b"], serve={"b": {"transforms": {"scale": "scale@3"}}}
+        )
         store.experiments.create("old_test", ["a", "b"], serve={"b": {"version": v1}})
         store.experiments.create("plain", ["a", "b"], coverage=0.5)
         store.commit("experiments")
@@ -434,6 +438,13 @@ def test_get_serves_transform_versions_and_store_versions(served: Any) -> None:
     ref2 = g.get(req, ["score"], transform="scale@2")["age:scale"]
     np.testing.assert_array_equal(b["age:scale"][codes == 1], ref2[codes == 1])
     np.testing.assert_array_equal(b["age:scale"][codes == 0], ref1[codes == 0])
+    c = g.get(req, ["score"], transform="scale", experiment="tf_clip")
+    cc = c.arms
+    assert cc is not None
+    ref3 = g.get(req, ["score"], transform="scale@3")["age:scale"]
+    np.testing.assert_array_equal(c["age:scale"][cc == 1], ref3[cc == 1])
+    np.testing.assert_array_equal(c["age:scale"][cc == 0], ref1[cc == 0])
+    np.testing.assert_array_equal(c["score"], b["score"])
     old = g.get(req, ["age"], experiment="old_test")
     want_old = g.get(req, ["age"], version=v1)["age"]
     want_new = g.get(req, ["age"])["age"]
@@ -525,7 +536,7 @@ def test_exposures_are_logged_deduplicated_and_read_back(served: Any, tmp_path: 
     store.commit()
     g.get(keys[:300], ["emb"], experiment="emb_test")
     g.get(keys[200:400], ["emb"], experiment="emb_test")  # 100 seen already
-    g.get(np.array([1, 2]), ["emb"], experiment="emb_test")  # missing keys are still exposed
+    g.get([1, 2], ["emb"], experiment="emb_test")  # missing keys are still exposed
     g.get(keys[:50], ["emb"], experiment="plain")  # not logged: log_exposures is off
     code = (
         "import mmfs, numpy as np\n"
@@ -576,3 +587,37 @@ def test_string_key_exposures(tmp_path: Path) -> None:
         cols = store.experiments.exposures("e")
         assert sorted(cols["key"].tolist()) == sorted(names)
         assert os.path.isdir(tmp_path / "s" / "exposures")
+
+
+def test_kernel_positions_and_variants_are_checked(served: Any) -> None:
+    store, g, keys, _ = served
+    snap = store._snapshot("users")
+    plan = snap.plan(["age"])
+    out = np.zeros(4 * 4, dtype=np.uint8)
+    rows = np.empty(2, dtype=np.int64)
+    q = keys[:2].copy()
+    with pytest.raises(ValueError, match="outside"):
+        snap.table.get_int(q, rows, plan.fields, out, 1, np.array([0, 4]))
+    with pytest.raises(ValueError, match="one record position"):
+        snap.table.get_int(q, rows, plan.fields, out, 1, np.array([0]))
+    with pytest.raises(ValueError, match="variant"):
+        snap.table.get_int(q, rows, plan.fields, out, 1, None, np.zeros(2, np.int8))
+    with pytest.raises(ValueError, match="outside"):
+        snap.table.gather_at(rows, np.array([0, 9]), plan.fields, out, 1)
+    with pytest.raises(ValueError, match="one position"):
+        snap.table.gather_at(rows, np.array([0]), plan.fields, out, 1)
+    with pytest.raises(ValueError, match="set_variants"):
+        plan.fields.set_variants(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="negative"):
+        plan.fields.set_variants(np.array([-2]), np.zeros(0, np.int64))
+    scaled = snap.plan(g._selection(snap, ["score"], "scale"))
+    with pytest.raises(ValueError, match="parameters outside"):
+        scaled.fields.set_variants(np.array(scaled.parts[0]), np.array([5]))
+    # records written where asked, zeros for missing keys
+    q2 = np.array([keys[3], 1])
+    out2 = np.full(3 * 4, 7, dtype=np.uint8)
+    snap.table.get_int(q2, rows, plan.fields, out2, 1, np.array([2, 0]))
+    got = out2.view(np.float32)
+    assert got[2] == g.get(keys[3], ["age"])["age"][0]
+    assert got[0] == 0
+    assert out2[4:8].tolist() == [7, 7, 7, 7]

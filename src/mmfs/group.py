@@ -278,6 +278,9 @@ class _Plan(NamedTuple):
     types: Mapping[str, FeatureType]
     sources: Mapping[str, str]
     post: tuple[_Post, ...] = ()  # transforms FeatureBatch computes into their fields
+    # What built ``fields`` (record offsets, sizes, fused affine arrays): experiment arms'
+    # plans are merged into one FieldPlan with variants from these (_merged_plan).
+    parts: Any = None
 
 
 class Selection(NamedTuple):
@@ -363,7 +366,7 @@ def _build_plan(
     sources = {n: src or n for n, src, _, _ in entries}
     return _Plan(
         names, fields, fields.row_bytes, dtype, fields.float_rows, views, [0, 0], types,
-        sources, post,
+        sources, post, (fo, fs, fused),
     )  # fmt: skip
 
 
@@ -520,7 +523,8 @@ class _Snapshot:
         self.directory = directory
         self._plans: dict[Any, _Plan] = {}
         self.selections: dict[Any, Selection] = {}
-        self.arm_plans: dict[Any, _Plan] = {}  # experiment arms' substituted plans
+        # experiment arms' substituted plans, and the (request, arm) plan pairs checked
+        self.arm_plans: dict[Any, Any] = {}
         # Transform outputs cached per row (TransformCatalog.cache): the refs the store
         # caches, and what this snapshot has computed of them (ref -> (row of each slot,
         # the outputs of each slot)).
@@ -1061,29 +1065,53 @@ class FeatureGroup:
         out: np.ndarray | None,
     ) -> FeatureBatch:
         """Keys read with configuration ``configs[which[i]]`` each, into one block laid
-        out as the request's own read: per configuration, the rows of its keys (one
-        lookup pass) and one kernel call copying them into their records."""
+        out as the request's own read.  When every configuration reads the request's
+        snapshot (alternative features, transform versions) and no as_of: one fused
+        kernel pass, each key reading its configuration's variant of one merged plan.
+        Otherwise per configuration: a fused read into its keys' records, or (another
+        version, as_of) the rows of its keys and one gather into their records."""
         snap, at = self._resolve(version, as_of)
         if not snap.pinned and snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
         plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
+        arms: list[tuple[_Snapshot, _Plan]] = []
+        for cfg in configs:
+            v = None if cfg is None else cfg.get("version")
+            csnap = snap if v is None else self._arm_snapshot(v, version)
+            plan = self._arm_plan(csnap, features, transform, cfg)
+            if (id(plan0), id(plan)) not in snap.arm_plans:  # checked once per pair
+                _same_layout(plan0, plan, cfg)
+                snap.arm_plans[(id(plan0), id(plan))] = (plan0, plan)  # (ids stay theirs)
+            arms.append((csnap, plan))
         n = which.shape[0]
         block = self._block(plan0, n, "get()", out)
         flat = block.view(np.uint8).reshape(-1)
+        if at is None and not snap.pinned and all(cs is snap for cs, _ in arms):
+            merged = _merged_plan(snap, [p for _, p in arms])
+            if merged is not None:
+                rows = np.empty(n, dtype=_I64)
+                threads = _read_threads(n, n_threads)
+                if snap.str_keys:
+                    qb, qo = _as_str_keys(keys)
+                    bad = snap.table.get_str(qb, qo, rows, merged, flat, threads, None, which)
+                else:
+                    q = _as_int_keys(keys)
+                    bad = snap.table.get_int(q, rows, merged, flat, threads, None, which)
+                if bad:
+                    raise self._corrupt()
+                found = rows >= 0
+                return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))
         rows = np.full(n, -1, dtype=_I64)
         arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
         times = None if at is None else to_ns(at, n).view("datetime64[ns]")
         shared: np.ndarray | None = None  # rows of every key in the request's snapshot
-        for c, cfg in enumerate(configs):
+        for c, (csnap, plan) in enumerate(arms):
             idx = np.flatnonzero(which == c)
             if not idx.size:
                 continue
-            csnap = snap
-            v = None if cfg is None else cfg.get("version")
-            if v is not None:
-                csnap = self._arm_snapshot(v, version)
-            plan = self._arm_plan(csnap, features, transform, cfg)
-            _same_layout(plan0, plan, cfg)
+            if times is None and not csnap.pinned:  # the fused read, into records idx
+                rows[idx] = self._fetch_at(csnap, arr[idx], idx, plan, flat, n, n_threads)
+                continue
             if csnap is snap:
                 if shared is None:
                     shared = self._rows_of(snap, arr, times, n_threads)
@@ -1095,6 +1123,28 @@ class FeatureGroup:
             rows[idx] = r
         found = rows >= 0
         return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))
+
+    def _fetch_at(
+        self,
+        snap: _Snapshot,
+        keys: Any,
+        at: np.ndarray,
+        plan: _Plan,
+        flat: np.ndarray,
+        n: int,
+        n_threads: int | None,
+    ) -> np.ndarray:
+        """_fetch of ``keys`` into records ``at`` of a block of n records."""
+        rows = np.empty(at.shape[0], dtype=_I64)
+        threads = _read_threads(n, n_threads)
+        if snap.str_keys:
+            qb, qo = _as_str_keys(keys)
+            bad = snap.table.get_str(qb, qo, rows, plan.fields, flat, threads, at)
+        else:
+            bad = snap.table.get_int(_as_int_keys(keys), rows, plan.fields, flat, threads, at)
+        if bad:
+            raise self._corrupt()
+        return rows
 
     def _rows_of(self, snap: _Snapshot, keys: Any, times: Any, n_threads: int | None) -> np.ndarray:
         """The row of each key in ``snap`` (as of ``times``; -1: none), nothing copied."""
@@ -1700,6 +1750,47 @@ class FeatureGroup:
 
 def _transform_name(ref: Any) -> str:
     return ref.name if isinstance(ref, StoredTransform) else str(ref).split("@")[0]
+
+
+def _merged_plan(snap: _Snapshot, plans: list[_Plan]) -> _store.FieldPlan | None:
+    """One FieldPlan whose variant v is ``plans[v]`` (same fields and affine segments,
+    other record offsets and affine parameters), or None when they differ otherwise.
+    Cached on the snapshot."""
+    key = ("merged", *map(id, plans))
+    hit = snap.arm_plans.get(key)
+    if hit is None:
+        fo0, fs0, fused0 = plans[0].parts
+        same = len(plans) <= 127 and all(
+            np.array_equal(p.parts[1], fs0)
+            and (p.parts[2] is None) == (fused0 is None)
+            and (
+                fused0 is None
+                or all(
+                    np.array_equal(a, b) for a, b in zip(p.parts[2][:3], fused0[:3], strict=True)
+                )
+            )
+            for p in plans
+        )
+        merged = None
+        if same:
+            offsets = np.concatenate([p.parts[0] for p in plans])
+            if fused0 is None:
+                merged = _store.FieldPlan(fo0, fs0, plans[0].all_f32, None)
+                merged.set_variants(offsets, np.zeros(0, dtype=_I64))
+            else:
+                params = np.concatenate([p.parts[2][4] for p in plans], axis=1)
+                params32 = np.concatenate([p.parts[2][5] for p in plans], axis=1)
+                cols = np.cumsum([0] + [p.parts[2][4].shape[1] for p in plans])
+                firsts = np.concatenate(
+                    [p.parts[2][3] + c for p, c in zip(plans, cols, strict=False)]
+                )
+                at, counts, kinds, first = fused0[:4]
+                merged = _store.FieldPlan(
+                    fo0, fs0, plans[0].all_f32, (at, counts, kinds, first, params, params32)
+                )
+                merged.set_variants(offsets, firsts)
+        hit = snap.arm_plans[key] = (merged, plans)  # (the plans keep their ids)
+    return hit[0]
 
 
 def _same_layout(plan0: _Plan, plan: _Plan, cfg: dict[str, Any] | None) -> None:

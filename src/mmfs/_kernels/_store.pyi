@@ -16,6 +16,8 @@ class FieldPlan:
         float_rows: bool = False,
         affine: tuple[np.ndarray, ...] | None = None,
     ) -> None: ...
+    n_var: int
+    def set_variants(self, offsets: np.ndarray, first: np.ndarray) -> None: ...
 
 class RowTable:
     def __init__(
@@ -42,7 +44,14 @@ class RowTable:
     def row_of_int(self, key: int) -> int: ...
     def row_of_str(self, key: bytes) -> int: ...
     def get_int(
-        self, keys: np.ndarray, rows: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
+        self,
+        keys: np.ndarray,
+        rows: np.ndarray,
+        plan: FieldPlan,
+        out: np.ndarray,
+        n_threads: int,
+        at: np.ndarray | None = None,
+        var: np.ndarray | None = None,
     ) -> int: ...
     def get_str(
         self,
@@ -52,6 +61,8 @@ class RowTable:
         plan: FieldPlan,
         out: np.ndarray,
         n_threads: int,
+        at: np.ndarray | None = None,
+        var: np.ndarray | None = None,
     ) -> int: ...
     def rows_of_slots(self, slots: np.ndarray) -> int: ...
     def set_history(

@@ -40,7 +40,7 @@ and announcing it: the table then simply stays current.)
 cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t, intptr_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, intptr_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from mmfs._kernels._hash_api cimport (
@@ -130,6 +130,9 @@ cdef class FieldPlan:
     cdef int64_t[::1] aff_first
     cdef double[:, ::1] aff_params
     cdef float[:, ::1] aff_params32
+    cdef readonly int64_t n_var
+    cdef int64_t[::1] var_offsets
+    cdef int64_t[::1] var_first
 
     def __init__(self, const int64_t[::1] offsets, const int64_t[::1] sizes,
                  bint float_rows=False, affine=None):
@@ -149,6 +152,7 @@ cdef class FieldPlan:
             self.row_bytes += sizes[f]
         self.float_rows = float_rows and self.row_bytes % 4 == 0 and self.row_bytes > 0
         self.n_aff = 0
+        self.n_var = 0
         if affine is None:
             return
         at, counts, kinds, first, params, params32 = affine
@@ -172,6 +176,34 @@ cdef class FieldPlan:
                     or self.aff_first[s] + self.aff_counts[s] > self.aff_params.shape[1]):
                 raise ValueError(f"FieldPlan: affine segment {s} does not fit the row")
         self.n_aff = m
+
+    def set_variants(self, offsets, first):
+        """Variants of the plan with the same fields and affine segments, that read other
+        stored fields or other affine parameters (experiment arms: an alternative
+        feature, another transform version): variant v copies field f from record offset
+        ``offsets[v * n_fields + f]`` (-1: reserved) and runs segment s with parameters
+        from column ``first[v * n_aff + s]``.  A read chooses each key's variant
+        (``get_int(..., var=)``); variant 0 should be the plan itself."""
+        cdef Py_ssize_t n, v, s, f
+        o = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+        fi = np.ascontiguousarray(first, dtype=np.int64).reshape(-1)
+        n = o.shape[0] // self.n_fields if self.n_fields else 0
+        if (n < 1 or n > 127 or o.shape[0] != n * self.n_fields
+                or fi.shape[0] != n * self.n_aff):
+            raise ValueError("FieldPlan.set_variants: one offset per field and one first "
+                             "column per affine segment, for 1 to 127 variants")
+        for v in range(n):
+            for s in range(self.n_aff):
+                if not 0 <= fi[v * self.n_aff + s] <= (
+                        self.aff_params.shape[1] - self.aff_counts[s]):
+                    raise ValueError(f"FieldPlan.set_variants: variant {v} segment {s} "
+                                     "parameters outside the parameter arrays")
+            for f in range(self.n_fields):
+                if o[v * self.n_fields + f] < -1:
+                    raise ValueError("FieldPlan.set_variants: a negative offset")
+        self.var_offsets = o
+        self.var_first = fi if fi.shape[0] else np.zeros(1, dtype=np.int64)
+        self.n_var = n
 
 
 # -- row-minimum levels of a history run ----------------------------------------------------
@@ -611,7 +643,7 @@ cdef class RowTable:
     # -- many keys -----------------------------------------------------------------------
 
     cdef int64_t fetch(self, int64_t *rows, Py_ssize_t m, FieldPlan plan,
-                       uint8_t *o) noexcept nogil:
+                       uint8_t *o, const int64_t *at, const int8_t *var) noexcept nogil:
         """rows[0:m] hold slots (-1: absent key): turn them into rows and copy each row's
         fields to o (row_bytes per key; zeros and row -1 where absent), STAGE keys at a
         time through three stages -- prefetch their page-table entries, read them and
@@ -619,8 +651,10 @@ cdef class RowTable:
         a stage's keys overlap instead of queueing one key after another.  A plan's affine
         step runs on a stage's rows while the next stage's records are on their way (and
         after the stage's copies have landed: right after its own copy, a row's loads
-        would wait for the copy's stores).  Returns the number of corrupt entries (their
-        rows read -1)."""
+        would wait for the copy's stores).  ``at`` (NULL: key i to record i): key i's
+        record is o + at[i] * row_bytes instead; ``var`` (NULL: the plan itself): key i
+        reads the plan's variant var[i] (FieldPlan.set_variants).  Returns the number of
+        corrupt entries (their rows read -1)."""
         cdef Py_ssize_t a, e, i, done = 0
         cdef int64_t bad = 0, r, slot
         cdef int64_t slots[STAGE]
@@ -641,7 +675,7 @@ cdef class RowTable:
                     self.prefetch(r)
                 rows[i] = r
             if plan.n_aff:  # the previous stage's rows, while this stage's arrive
-                self.affine_rows(rows, done, a, plan, o)
+                self.affine_rows(rows, done, a, plan, o, at, var)
                 done = a
             for i in range(a, e):
                 r = rows[i]
@@ -651,35 +685,44 @@ cdef class RowTable:
                     bad += 1
                     r = -1
                     rows[i] = -1
-                self.copy_fields(r, o + i * rb, plan)
+                self.copy_fields(r, o + (at[i] if at != NULL else i) * rb, plan,
+                                 _offsets(plan, var, i))
         if plan.n_aff:
-            self.affine_rows(rows, done, m, plan, o)
+            self.affine_rows(rows, done, m, plan, o, at, var)
         return bad
 
     cdef inline void affine_rows(self, const int64_t *rows, Py_ssize_t a, Py_ssize_t e,
-                                 FieldPlan plan, uint8_t *o) noexcept nogil:
+                                 FieldPlan plan, uint8_t *o, const int64_t *at,
+                                 const int8_t *var) noexcept nogil:
         cdef Py_ssize_t i
         for i in range(a, e):
             if rows[i] >= 0:
-                _affine_row(o + i * plan.row_bytes, plan)
+                _affine_row(o + (at[i] if at != NULL else i) * plan.row_bytes, plan,
+                            _firsts(plan, var, i))
 
     def get_int(self, const int64_t[::1] keys, int64_t[::1] rows, FieldPlan plan,
-                uint8_t[::1] out, int n_threads):
+                uint8_t[::1] out, int n_threads, const int64_t[::1] at=None,
+                const int8_t[::1] var=None):
         """The many-key read in one pass: rows[j] = the row of keys[j] (-1: absent) and
-        its plan fields copied to out[j * row_bytes:]; returns the number of corrupt
-        lookups.  Chunks of GET_CHUNK keys go to the threads: each looks its keys up and
-        fetches them while the chunk is still in cache."""
+        its plan fields copied to out[j * row_bytes:] (to out[at[j] * row_bytes:] when
+        ``at`` is given: a read that serves keys from several plans fills one block with
+        a call per plan; ``var``: key j reads the plan's variant var[j], see
+        FieldPlan.set_variants); returns the number of corrupt lookups.  Chunks of
+        GET_CHUNK keys go to the threads: each looks its keys up and fetches them while
+        the chunk is still in cache."""
         cdef Py_ssize_t n = keys.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
-        if rows.shape[0] != n or out.shape[0] < n * plan.row_bytes:
+        if rows.shape[0] != n or (at is None and out.shape[0] < n * plan.row_bytes):
             raise ValueError("get_int: one row per key and row_bytes of out per key")
+        cdef const int64_t *ap = _positions(at, n, out.shape[0], plan.row_bytes)
+        cdef const int8_t *vp = _variants(var, n, plan)
         if n == 0:
             return 0
         cdef uint8_t *o = &out[0]
         cdef int64_t rb = plan.row_bytes
         if self.n_keys == 0:
             rows[:] = -1
-            memset(o, 0, n * rb)
+            _zero_records(o, n, rb, ap)
             return 0
         nch = (n + GET_CHUNK - 1) // GET_CHUNK
         if n_threads <= 1 or nch == 1:
@@ -689,23 +732,35 @@ cdef class RowTable:
                     m = min(GET_CHUNK, n - lo)
                     bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
                                            &rows[lo], m)
-                    bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+                    bad += self.fetch_chunk(&rows[lo], m, plan, o, lo, ap, vp)
             return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
             lo = c * GET_CHUNK
             m = min(GET_CHUNK, n - lo)
             bad += mmfs_lookup_int(self.tk, self.ts, self.kmask, self.n_keys, &keys[lo],
                                    &rows[lo], m)
-            bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+            bad += self.fetch_chunk(&rows[lo], m, plan, o, lo, ap, vp)
         return bad
 
+    cdef inline int64_t fetch_chunk(self, int64_t *rows, Py_ssize_t m, FieldPlan plan,
+                                    uint8_t *o, Py_ssize_t lo, const int64_t *at,
+                                    const int8_t *var) noexcept nogil:
+        """fetch of keys lo:lo + m of a read into block o (records lo:, or at[lo:])."""
+        var = NULL if var == NULL else var + lo
+        if at == NULL:
+            return self.fetch(rows, m, plan, o + lo * plan.row_bytes, NULL, var)
+        return self.fetch(rows, m, plan, o, at + lo, var)
+
     def get_str(self, const uint8_t[::1] qbytes, const int64_t[::1] qoffsets,
-                int64_t[::1] rows, FieldPlan plan, uint8_t[::1] out, int n_threads):
+                int64_t[::1] rows, FieldPlan plan, uint8_t[::1] out, int n_threads,
+                const int64_t[::1] at=None, const int8_t[::1] var=None):
         """get_int for string keys: key j is qbytes[qoffsets[j]:qoffsets[j + 1]]."""
         cdef Py_ssize_t n = rows.shape[0], nch, c, lo, m
         cdef int64_t bad = 0
-        if qoffsets.shape[0] != n + 1 or out.shape[0] < n * plan.row_bytes:
+        if qoffsets.shape[0] != n + 1 or (at is None and out.shape[0] < n * plan.row_bytes):
             raise ValueError("get_str: one row per key and row_bytes of out per key")
+        cdef const int64_t *ap = _positions(at, n, out.shape[0], plan.row_bytes)
+        cdef const int8_t *vp = _variants(var, n, plan)
         if n == 0:
             return 0
         cdef uint8_t *o = &out[0]
@@ -713,7 +768,7 @@ cdef class RowTable:
         cdef const uint8_t *qb = &qbytes[0] if qbytes.shape[0] else <const uint8_t *>""
         if self.n_keys == 0:
             rows[:] = -1
-            memset(o, 0, n * rb)
+            _zero_records(o, n, rb, ap)
             return 0
         nch = (n + GET_CHUNK - 1) // GET_CHUNK
         if n_threads <= 1 or nch == 1:
@@ -723,14 +778,14 @@ cdef class RowTable:
                     m = min(GET_CHUNK, n - lo)
                     bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
                                            self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
-                    bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+                    bad += self.fetch_chunk(&rows[lo], m, plan, o, lo, ap, vp)
             return bad
         for c in prange(nch, nogil=True, schedule="static", num_threads=n_threads):
             lo = c * GET_CHUNK
             m = min(GET_CHUNK, n - lo)
             bad += mmfs_lookup_str(self.th, self.ts, self.kmask, self.kb, self.kb_len,
                                    self.ko, self.n_keys, qb, &qoffsets[lo], &rows[lo], m)
-            bad += self.fetch(&rows[lo], m, plan, o + lo * rb)
+            bad += self.fetch_chunk(&rows[lo], m, plan, o, lo, ap, vp)
         return bad
 
     def rows_of_slots(self, int64_t[::1] slots):
@@ -931,11 +986,12 @@ cdef class RowTable:
         MMFS_PREFETCH(rec + self.record_bytes - 1)
 
     cdef inline void copy_row(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
-        self.copy_fields(row, dst, plan)
+        self.copy_fields(row, dst, plan, &plan.offsets[0])
         if plan.n_aff and row >= 0:
-            _affine_row(dst, plan)
+            _affine_row(dst, plan, &plan.aff_first[0])
 
-    cdef inline void copy_fields(self, int64_t row, uint8_t *dst, FieldPlan plan) noexcept nogil:
+    cdef inline void copy_fields(self, int64_t row, uint8_t *dst, FieldPlan plan,
+                                 const int64_t *offsets) noexcept nogil:
         """copy_row without the affine step (fetch applies it to a whole stage after the
         stage's copies: right after each copy, its loads would wait for the copy's stores)."""
         cdef Py_ssize_t f
@@ -945,11 +1001,65 @@ cdef class RowTable:
             return
         rec = self.record(row)
         for f in range(plan.n_fields):
-            if plan.offsets[f] >= 0:
-                memcpy(dst + plan.starts[f], rec + plan.offsets[f], plan.sizes[f])
+            if offsets[f] >= 0:
+                memcpy(dst + plan.starts[f], rec + offsets[f], plan.sizes[f])
 
 
-cdef void _affine_row(uint8_t *dst, FieldPlan plan) noexcept nogil:
+cdef const int64_t *_positions(const int64_t[::1] at, Py_ssize_t n, Py_ssize_t nbytes,
+                              int64_t rb) except? NULL:
+    """The record positions of a read into chosen records (NULL: none given), each checked
+    to lie in the block: a position outside it would be a write outside an array."""
+    cdef Py_ssize_t i
+    cdef int64_t cap = nbytes // rb if rb else 0
+    if at is None:
+        return NULL
+    if at.shape[0] != n:
+        raise ValueError("one record position per key")
+    for i in range(n):
+        if not 0 <= at[i] < cap:
+            raise ValueError(f"record position {at[i]} outside the block of {cap} records")
+    return &at[0] if n else NULL
+
+
+cdef void _zero_records(uint8_t *o, Py_ssize_t n, int64_t rb, const int64_t *at) noexcept nogil:
+    cdef Py_ssize_t i
+    if at == NULL:
+        memset(o, 0, n * rb)
+        return
+    for i in range(n):
+        memset(o + at[i] * rb, 0, rb)
+
+
+cdef inline const int64_t *_offsets(FieldPlan plan, const int8_t *var,
+                                    Py_ssize_t i) noexcept nogil:
+    """The record offsets of the fields key i reads: the plan's, or its variant's."""
+    if var == NULL:
+        return &plan.offsets[0]
+    return &plan.var_offsets[var[i] * plan.n_fields]
+
+
+cdef inline const int64_t *_firsts(FieldPlan plan, const int8_t *var,
+                                   Py_ssize_t i) noexcept nogil:
+    """The first parameter column of each affine segment for key i."""
+    if var == NULL:
+        return &plan.aff_first[0]
+    return &plan.var_first[var[i] * plan.n_aff]
+
+
+cdef const int8_t *_variants(const int8_t[::1] var, Py_ssize_t n, FieldPlan plan) except? NULL:
+    """A read's per-key variants (NULL: none given), each checked against the plan."""
+    cdef Py_ssize_t i
+    if var is None:
+        return NULL
+    if var.shape[0] != n:
+        raise ValueError("one variant per key")
+    for i in range(n):
+        if not 0 <= var[i] < plan.n_var:
+            raise ValueError(f"variant {var[i]} of a plan with {plan.n_var} variants")
+    return &var[0] if n else NULL
+
+
+cdef void _affine_row(uint8_t *dst, FieldPlan plan, const int64_t *first) noexcept nogil:
     """Apply the plan's affine segments to one found key's output (see FieldPlan)."""
     cdef Py_ssize_t s
     cdef int64_t p, n, kind
@@ -957,7 +1067,7 @@ cdef void _affine_row(uint8_t *dst, FieldPlan plan) noexcept nogil:
     cdef const double *q = &plan.aff_params[0, 0]
     cdef const float *q32 = &plan.aff_params32[0, 0]
     for s in range(plan.n_aff):
-        p = plan.aff_first[s]
+        p = first[s]
         n = plan.aff_counts[s]
         kind = plan.aff_kinds[s]
         if kind & MMFS_AFF_F32MATH:
