@@ -35,6 +35,10 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "equal to numpy's (x - mean) / std: True" in out
     assert "(137 columns): identical: True" in out
     assert "serving refused with TransformSkewError: True" in out
+    assert "[experiments] deterministic arms" in out
+    assert "coverage 20% -> 95%: 0 assigned keys moved" in out
+    assert "10.0% of keys changed arm (the minimum is 10%)" in out
+    assert "treatment served scale@2: True" in out
     assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
     assert "16 queries, k=10:" in out

@@ -125,6 +125,17 @@ def test_growthbook_hash_equals_gbhash(seed: str) -> None:
         assert growthbook_hash(seed, strs, version).tolist() == got_s.tolist()
 
 
+def test_bit_exact_on_100000_string_ids_with_non_ascii() -> None:
+    i = np.arange(100_000)
+    prefixes = np.array(["user-", "用户-", "ü-", "🙂", "ε"])
+    ids = np.char.add(prefixes[i % 5], i.astype(str))
+    pre = _prefix("exp:unicode")
+    want = [mmh3.hash(pre + s.encode(), 0, signed=False) for s in ids.tolist()]
+    assert murmur3_32(ids, "exp:unicode").tolist() == want
+    assert murmur3_32(ids.tolist(), "exp:unicode").tolist() == want
+    assert growthbook_hash("exp-ü", ids).tolist() == [gbhash("exp-ü", s, 2) for s in ids.tolist()]
+
+
 # -- uniformity and independence ------------------------------------------------------------
 
 

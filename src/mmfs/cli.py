@@ -211,6 +211,64 @@ def _tour_transforms(path: str, rng: np.random.Generator) -> bool:
     return close and same and refused
 
 
+def _tour_experiments(path: str, rng: np.random.Generator) -> bool:
+    """Part 4: deterministic assignment, ramps that move no one, and each arm served its
+    own transform version in one read.  Returns whether every check passed."""
+    import mmfs
+
+    print("\n[experiments] deterministic arms, stable ramps, variants served in one read")
+    with mmfs.open(path, durability="none") as store:
+        users = store["users"]
+        cat = store.experiments
+        feats = ["s0", "s1", "s2", "s3", "embedding"]
+        store.transforms.fit("scale", "users", feats, mmfs.transforms.MinMaxScaler(), pin=False)
+        cat.create_layer("ranking", holdout=0.05)
+        exp = cat.create(
+            "scaler_test", {"control": 50, "treatment": 50}, layer="ranking", coverage=0.2,
+            unit="user_id", serve={"treatment": {"transforms": {"scale": "scale@2"}}},
+            log_exposures=True,
+        )  # fmt: skip
+        ids = np.arange(2_000_000, dtype=np.int64)
+        _, t_int = _timed(lambda: exp.assign(ids, n_threads=1))
+        names = np.char.add("user-", ids[:500_000].astype(str))
+        _, t_str = _timed(lambda: exp.assign(names, n_threads=1))
+        print(f"  assign on 1 thread: {len(ids) / t_int / 1e6:.0f} M int64 ids/s, "
+              f"{len(names) / t_str / 1e6:.0f} M strings/s")  # fmt: skip
+        before = exp.assign(ids)
+        ramped = cat.update("scaler_test", coverage=0.95).assign(ids)
+        moved = int(np.count_nonzero(ramped[before >= 0] != before[before >= 0]))
+        reweighted = cat.update("scaler_test", variants={"control": 40, "treatment": 60})
+        after = reweighted.assign(ids)
+        both = (ramped >= 0) & (after >= 0)
+        share = float(np.mean(after[both] != ramped[both]))
+        print(f"  coverage 20% -> 95%: {moved} assigned keys moved; weights 50/50 -> 40/60: "
+              f"{share:.1%} of keys changed arm (the minimum is 10%)")  # fmt: skip
+        store.commit("start scaler_test")
+        keys = np.asarray(users.keys())
+        q = keys[rng.integers(0, keys.shape[0], min(keys.shape[0], 10_000))]
+        plain, t_plain = _timed(lambda: users.get(q, transform="scale"), repeat=5)
+        batch, t_exp = _timed(
+            lambda: users.get(q, transform="scale", experiment="scaler_test"), repeat=5
+        )
+        arms = batch.arms
+        assert arms is not None
+        treated = arms == 1
+        want = np.where(
+            treated[:, None],
+            users.get(q, transform="scale@2").to_numpy(),
+            plain.to_numpy(),
+        )
+        served = bool(np.array_equal(batch.to_numpy(), want))
+        counts = np.bincount(arms[arms >= 0], minlength=2)
+        srm = mmfs.experiments.srm_test(counts, [40, 60])
+        logged = len(cat.exposures("scaler_test")["key"])
+        print(f"  get({len(q):,} keys, experiment=): {t_exp * 1e3:.2f} ms vs {t_plain * 1e3:.2f} "
+              f"ms plain; treatment served scale@2: {served}; split {counts.tolist()} "
+              f"(SRM p={srm.pvalue:.2f}); {logged:,} exposures logged")  # fmt: skip
+        cat.log.close()
+    return moved == 0 and abs(share - 0.1) < 0.005 and served and not srm.mismatch
+
+
 def _tour_versions(path: str, rng: np.random.Generator) -> bool:
     """Part 4: versions, event time and a point-in-time training set.  Returns whether
     every check passed."""
@@ -295,6 +353,7 @@ def _demo(args: argparse.Namespace) -> int:
         store_ok = _tour_store(path, data, rng)
         store_ok &= _tour_batch(path, rng)
         store_ok &= _tour_transforms(path, rng)
+        store_ok &= _tour_experiments(path, rng)
         store_ok &= _tour_versions(os.path.join(tmp, "versions.mmfs"), rng)
 
     print(f"\n[vectors] exact k-NN over the {n:,} x {dim} embeddings")

@@ -1504,6 +1504,9 @@ class Store:
         self._drop_snaps()
         self._drop_pinned()
         self._pendings.clear()
+        catalog = self.__dict__.get("experiments")  # its exposure log, when one was opened
+        if catalog is not None:
+            catalog.close()
         if self._head_fd is not None:
             os.close(self._head_fd)
             self._head_fd = None

@@ -596,6 +596,11 @@ class ExperimentCatalog:
             self._log = ExposureLog(self._store.path)
         return self._log
 
+    def close(self) -> None:
+        """Close this process's exposure log file (Store.close does)."""
+        if self._log is not None:
+            self._log.close()
+
     def exposures(self, name: str | None = None) -> dict[str, np.ndarray]:
         """Every exposure logged by any process (first per key and phase), as columns:
         experiment, phase, arm, key, hash_version, checksum, time.  ``to_frame`` of

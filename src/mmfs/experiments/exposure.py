@@ -35,6 +35,8 @@ import numpy as np
 
 from mmfs._times import now_ns
 from mmfs.errors import MissingDependencyError
+from mmfs.experiments.hashing import is_str
+from mmfs.storage.keyindex import KeyIndex, _as_int_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmfs.experiments._model import ExperimentDef
@@ -67,38 +69,30 @@ class ExposureLog:
 
     def record(self, d: ExperimentDef, keys: Any, codes: np.ndarray) -> int:
         """Append the assigned keys (code >= 0) this process has not logged for this
-        experiment phase yet; returns how many were new."""
-        assigned = codes >= 0
-        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
-            ks: Any = keys.astype(np.int64)[assigned]
-            arms = codes[assigned]
-            _, first = np.unique(ks, return_index=True)
-            first.sort()
-            ks, arms = ks[first], arms[first]
-        else:
-            seq = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
-            picked = dict(zip((k for k, a in zip(seq, assigned, strict=True) if a),
-                              codes[assigned].tolist(), strict=True))  # fmt: skip
-            ks, arms = list(picked), np.array(list(picked.values()), dtype=np.int16)
+        experiment phase yet; returns how many were new.  The keys seen are kept in a
+        key index (the store's own hash table), so a call costs O(its keys), however
+        many were logged before."""
+        assigned = np.flatnonzero(codes >= 0)
+        if not assigned.size:
+            return 0
+        str_keys = is_str(keys)
+        if not str_keys:
+            keys = _as_int_keys(keys)
         with self._lock:
             fd = self._file()
-            key = (d.name, d.phase)
-            seen = self._seen.get(key)
-            if isinstance(ks, np.ndarray):
-                if seen is not None:
-                    new = ~np.isin(ks, seen)
-                    ks, arms = ks[new], arms[new]
-                    self._seen[key] = np.union1d(seen, ks)
-                else:
-                    self._seen[key] = np.sort(ks)
-            else:
-                seen = self._seen.setdefault(key, set())
-                new = [i for i, k in enumerate(ks) if k not in seen]
-                ks = [ks[i] for i in new]
-                arms = arms[new]
-                seen.update(ks)
-            if len(ks):
-                os.write(fd, _chunk(d, ks, arms))
+            seen = self._seen.get((d.name, d.phase))
+            if seen is None:
+                seen = self._seen[(d.name, d.phase)] = KeyIndex("str" if str_keys else "int64")
+            picked = keys[assigned] if isinstance(keys, np.ndarray) else _pick(keys, assigned)
+            before = len(seen)
+            slot = seen.insert(picked)
+            new = slot >= before
+            if not new.any():
+                return 0
+            _, first = np.unique(slot[new], return_index=True)  # once per key, first seen
+            at = np.flatnonzero(new)[np.sort(first)]
+            ks = picked[at] if not str_keys else [str(picked[i]) for i in at.tolist()]
+            os.write(fd, _chunk(d, ks, codes[assigned[at]]))
         return len(ks)
 
     def read(self, experiment: str | None = None) -> dict[str, np.ndarray]:
@@ -119,6 +113,10 @@ class ExposureLog:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
         self._fd = None
+
+
+def _pick(keys: Any, at: np.ndarray) -> Any:
+    return [keys[i] for i in at.tolist()]
 
 
 def _chunk(d: ExperimentDef, keys: Any, arms: np.ndarray) -> bytes:
@@ -149,15 +147,14 @@ def _chunks(data: bytes, experiment: str | None) -> list[dict[str, Any]]:
     out = []
     at = 0
     while at >= 0 and at + 8 <= len(data):
-        ok = data[at : at + 4] == MAGIC
-        if ok:
-            try:
-                h, keys, arms, end = _parse(data, at)
-                ok = struct.unpack_from("<I", data, end)[0] == zlib.crc32(data[at:end])
-            except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
-                ok = False
-        if not ok:  # a chunk cut short (its writer died): resume at the next one
-            at = data.find(MAGIC, at + 1)
+        try:
+            if data[at : at + 4] != MAGIC:
+                raise ValueError("no chunk here")
+            h, keys, arms, end = _parse(data, at)
+            if struct.unpack_from("<I", data, end)[0] != zlib.crc32(data[at:end]):
+                raise ValueError("checksum")
+        except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError):
+            at = data.find(MAGIC, at + 1)  # cut short (its writer died): the next chunk
             continue
         at = end + 4
         if experiment is None or h["experiment"] == experiment:

@@ -53,14 +53,14 @@ def as_keys(keys: Any) -> Keys:
         width = a.dtype.itemsize // 4
         chars = a.view(np.uint32).reshape(a.shape[0], width)
         return Keys("ucs4", (chars,), a.shape[0], True)
-    if _is_str(keys):
+    if is_str(keys):
         data, offsets = _as_str_keys(keys)
         return Keys("utf8", (data, offsets), offsets.shape[0] - 1, True)
     q = _as_int_keys(keys)
     return Keys("int", (q,), q.shape[0], False)
 
 
-def _is_str(keys: Any) -> bool:
+def is_str(keys: Any) -> bool:
     if isinstance(keys, str):
         return True
     if isinstance(keys, np.ndarray):
