@@ -186,6 +186,10 @@ def test_layers_exclusion_holdout_capacity_and_ranges(store: Any) -> None:
     b = cat.create("b", ["c", "t"], layer="L", coverage=0.3)
     with pytest.raises(LayerFullError):
         cat.update("a", coverage=0.51)
+    down = cat.update("a", coverage=0.25).assign(KEYS)  # a layer ramp down drops, moves none
+    assert np.array_equal(down[down >= 0], a.assign(KEYS)[down >= 0])
+    assert abs(np.mean(down >= 0) - 0.25) < 0.01
+    a = cat.update("a", coverage=0.5)
     with pytest.raises(ExperimentError, match="already exists"):
         cat.create_layer("L")
     codes_a, codes_b = a.assign(KEYS), b.assign(KEYS)
@@ -519,12 +523,20 @@ def test_string_keyed_group(tmp_path: Path) -> None:
         names = np.array([f"user-{i}" for i in range(1000)])
         g.write(names, {"x": np.arange(1000, dtype=np.float32),
                         "y": -np.arange(1000, dtype=np.float32)})  # fmt: skip
+        v1 = store.commit()
         store.experiments.create("e", ["a", "b"], serve={"b": {"features": {"x": "y"}}})
+        g.write(names[:10], {"x": np.full(10, 5, np.float32), "y": np.zeros(10, np.float32)})
+        store.experiments.create("old", ["a", "b"], serve={"b": {"version": v1}})
         store.commit()
         b = g.get(names.tolist(), ["x"], experiment="e")
         codes = store.experiments.get("e").assign(names)
-        want = np.where(codes == 1, -np.arange(1000), np.arange(1000))
-        np.testing.assert_array_equal(b["x"], want)
+        x = np.arange(1000, dtype=np.float32)
+        y = -x.copy()
+        x[:10], y[:10] = 5, 0
+        np.testing.assert_array_equal(b["x"], np.where(codes == 1, y, x))
+        old = g.get(names, ["x"], experiment="old")
+        oc = store.experiments.get("old").assign(names)
+        np.testing.assert_array_equal(old["x"], np.where(oc == 1, np.arange(1000), x))
 
 
 # -- exposures ---------------------------------------------------------------------------------

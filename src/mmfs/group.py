@@ -1147,15 +1147,12 @@ class FeatureGroup:
         return rows
 
     def _rows_of(self, snap: _Snapshot, keys: Any, times: Any, n_threads: int | None) -> np.ndarray:
-        """The row of each key in ``snap`` (as of ``times``; -1: none), nothing copied."""
-        rows = snap.index.lookup(keys, n_threads=n_threads)  # slots, then rows in place
-        n = rows.shape[0]
-        if times is None and not snap.pinned:
-            bad = snap.table.rows_of_slots(rows)
-        else:
-            slots, rows = rows, np.empty(n, dtype=_I64)
-            bad = snap.table.asof_rows(slots, to_ns(times, n), rows, -1, _threads(n, n_threads))
-        if bad:
+        """The row of each key in ``snap`` as of ``times`` (-1: none), nothing copied: the
+        history search of an as_of read or a pinned version's read."""
+        slots = snap.index.lookup(keys, n_threads=n_threads)
+        n = slots.shape[0]
+        rows = np.empty(n, dtype=_I64)
+        if snap.table.asof_rows(slots, to_ns(times, n), rows, -1, _threads(n, n_threads)):
             raise self._corrupt()
         return rows
 

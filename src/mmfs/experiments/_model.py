@@ -356,19 +356,6 @@ class ExperimentState:
     def with_layer(self, la: LayerDef) -> ExperimentState:
         return ExperimentState(self.experiments, {**self.layers, la.name: la})
 
-    def seeds(self, but: str | None = None) -> dict[str, str]:
-        """Every seed in use (every phase of every experiment, every layer) -> its user."""
-        out: dict[str, str] = {}
-        for la in self.layers.values():
-            out[la.seed] = f"layer {la.name!r}"
-        for e in self.experiments.values():
-            if e.name == but:
-                continue
-            for h in e.history:
-                out.setdefault(str(h.get("seed", e.seed)), f"experiment {e.name!r}")
-            out.setdefault(e.seed, f"experiment {e.name!r}")
-        return out
-
     def layer_free(self, layer: str, but: str | None = None) -> np.ndarray:
         """The slots of ``layer`` no running experiment (but ``but``) and no holdout owns."""
         taken = np.zeros(SLOTS, dtype=bool)
