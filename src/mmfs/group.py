@@ -1025,22 +1025,31 @@ class FeatureGroup:
                 f"experiment {name!r} randomises {d.unit!r}; group {self.name!r} is keyed "
                 f"by {self.key!r}"
             )
-        ks = key_sequence(keys)
-        k = as_keys(ks)
+        one = type(keys) is (str if self._meta().key_type == "str" else int)
+        ks = [keys] if one else key_sequence(keys)
+        k = as_keys(keys if one else ks)
         codes = assign_codes(state, d, k, n_threads_for(k.n, n_threads))
-        configs: list[dict[str, Any] | None] = [None]  # 0: the request as asked
-        config_of = np.zeros(len(d.variants) + 1, dtype=np.int8)  # by arm code + 1
-        for i, arm in enumerate(d.variants):
-            if d.serve.get(arm):
-                configs.append(d.serve[arm])
-                config_of[i + 1] = len(configs) - 1
-        which = config_of[codes + 1]
-        if len(configs) == 1 or not which.any():
+        configs, config_of, config_list = d.serving()
+        c = config_list[int(codes[0]) + 1] if one else -1
+        which = None if one or len(configs) == 1 else config_of[codes + 1]
+        if c == 0 or (which is not None and not which.any()) or len(configs) == 1:
             batch = self.get(
-                ks, features, version=version, as_of=as_of, missing=missing,
-                n_threads=n_threads, out=out, transform=transform,
+                keys if one else ks, features, version=version, as_of=as_of,
+                missing=missing, n_threads=n_threads, out=out, transform=transform,
             )  # fmt: skip
+        elif (
+            c > 0
+            and out is None
+            and as_of is None
+            and pinned is None
+            and (not (configs[c] or {}).get("version"))
+        ):  # one key of an arm: the online path with the arm's plan
+            snap = store._snaps.get(self.name) or store._snapshot(self.name)
+            plan = self._checked_arm_plan(snap, features, transform, configs[c])
+            batch = self._get_one(snap, keys, plan, missing)
         else:
+            if which is None:
+                which = config_of[codes + 1]
             batch = self._variant_read(
                 ks, features, transform, version, as_of, configs, which, n_threads, out
             )
@@ -1164,6 +1173,24 @@ class FeatureGroup:
                 f"an arm serves version {arm_v}, newer than the version read ({read})"
             )
         return store._version_snapshot(self.name, arm_v)
+
+    def _checked_arm_plan(
+        self, snap: _Snapshot, features: Any, transform: Any, cfg: dict[str, Any] | None
+    ) -> _Plan:
+        """_arm_plan, its layout checked against the request's, cached per request."""
+        key = (
+            "arm",
+            id(cfg),
+            features if features is None or isinstance(features, str) else tuple(features),
+            transform if transform is None or isinstance(transform, str) else tuple(transform),
+        )
+        hit = snap.arm_plans.get(key)
+        if hit is None:
+            plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
+            plan = self._arm_plan(snap, features, transform, cfg)
+            _same_layout(plan0, plan, cfg)
+            hit = snap.arm_plans[key] = (plan, cfg)  # (cfg keeps its id)
+        return hit[0]
 
     def _arm_plan(
         self, snap: _Snapshot, features: Any, transform: Any, cfg: dict[str, Any] | None
@@ -1452,8 +1479,13 @@ class FeatureGroup:
         return FeatureBatch(snap, plan, keys, block, rows, found, bool(found.all()))
 
     def _get_one(self, snap: _Snapshot, key: Any, features: Any, missing: str) -> FeatureBatch:
-        """One key: the online path (one kernel call that probes, hops and copies)."""
-        plan = snap.default_plan if features is None else snap.plan(features)
+        """One key: the online path (one kernel call that probes, hops and copies).
+        ``features`` may be a plan already made (an experiment arm's)."""
+        plan = (
+            features if isinstance(features, _Plan)
+            else snap.default_plan if features is None
+            else snap.plan(features)
+        )  # fmt: skip
         if snap.str_keys:
             try:
                 kb = key.encode()

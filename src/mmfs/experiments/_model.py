@@ -234,7 +234,7 @@ class ExperimentDef:
     created_ns: int
     history: tuple[dict[str, Any], ...]
     description: str = ""
-    _tables: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    _tables: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def coverage(self) -> int:
@@ -252,6 +252,31 @@ class ExperimentDef:
     @property
     def domain_salt(self) -> bytes:
         return f"mmfs.domain:{self.seed}:{self.phase}".encode()
+
+    def serving(self) -> tuple[list[dict[str, Any] | None], np.ndarray, list[int]]:
+        """The distinct serving configurations (0: none, the request as asked) and the
+        configuration of each arm code + 1 (int8; code -1, not in the experiment: 0),
+        also as a list."""
+        hit = self._tables.get("serving")
+        if hit is None:
+            configs: list[dict[str, Any] | None] = [None]
+            config_of = np.zeros(len(self.variants) + 1, dtype=np.int8)
+            for i, arm in enumerate(self.variants):
+                if self.serve.get(arm):
+                    configs.append(self.serve[arm])
+                    config_of[i + 1] = len(configs) - 1
+            hit = self._tables["serving"] = (configs, config_of, config_of.tolist())
+        return hit
+
+    def kernel_args(self, layer: LayerDef | None) -> tuple[bytes, np.ndarray, bytes, np.ndarray]:
+        """(domain salt, domain table, arm salt, arm table) of the assign kernel, built
+        once per definition (a one-key read pays for none of it)."""
+        args = self._tables.get("args")
+        if args is None:
+            dom = layer.salt if layer is not None else self.domain_salt
+            args = (dom, self.domain_table(), self.arm_salt, self.arm_table())
+            self._tables["args"] = args
+        return args  # type: ignore[return-value]
 
     def arm_table(self) -> np.ndarray:
         t = self._tables.get("arm")

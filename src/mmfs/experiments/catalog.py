@@ -144,10 +144,9 @@ def assign_codes(state: ExperimentState, d: ExperimentDef, k: Keys, nt: int) -> 
     if d.status != "running":
         return np.full(k.n, -1, dtype=np.int16)
     if d.hashing == "murmur3":
-        dom_salt = state.layers[d.layer].salt if d.layer else d.domain_salt
         out = np.empty(k.n, dtype=np.int16)
-        kernel = getattr(_assign, f"assign_{k.form}")
-        kernel(*k.args, dom_salt, d.domain_table(), d.arm_salt, d.arm_table(), out, nt)
+        layer = state.layers[d.layer] if d.layer else None
+        _ASSIGN[k.form](*k.args, *d.kernel_args(layer), out, nt)
     else:
         out = _growthbook_codes(d, k, nt)
     parents = [d.parent] if d.parent else []
@@ -159,6 +158,13 @@ def assign_codes(state: ExperimentState, d: ExperimentDef, k: Keys, nt: int) -> 
         mine = assign_codes(state, p, k, nt) == p.variants.index(arm)
         out[~mine] = -1
     return out
+
+
+_ASSIGN: Final = {
+    "int": _assign.assign_int,
+    "utf8": _assign.assign_utf8,
+    "ucs4": _assign.assign_ucs4,
+}
 
 
 def bucket_ranges(weights: tuple[int, ...], coverage: int) -> list[tuple[float, float]]:
@@ -174,15 +180,30 @@ def bucket_ranges(weights: tuple[int, ...], coverage: int) -> list[tuple[float, 
     return out
 
 
+def _growthbook_tables(d: ExperimentDef) -> tuple[np.ndarray, np.ndarray | None]:
+    """The arm of every v2 bucket (0..9999) and whether every v1 bucket (0..999) is in
+    the namespace, by GrowthBook's own float comparisons on n = bucket / 10000 (/ 1000),
+    once per definition: a key then costs two table lookups."""
+    hit = d._tables.get("gb")
+    if hit is None:
+        n = np.arange(SLOTS) / 10000.0
+        arm = np.full(SLOTS, -1, dtype=np.int16)
+        for i, (a, b) in reversed(list(enumerate(bucket_ranges(d.weights, d.coverage)))):
+            arm[(n >= a) & (n < b)] = i  # reversed: the first range that holds n wins
+        inside = None
+        if d.namespace is not None:
+            _, lo, hi = d.namespace
+            m = np.arange(1000) / 1000.0
+            inside = (m >= lo) & (m < hi)
+        hit = d._tables["gb"] = (arm, inside)
+    return hit
+
+
 def _growthbook_codes(d: ExperimentDef, k: Keys, nt: int) -> np.ndarray:
-    n = gb_buckets(k, d.seed, 2, nt) / 10000.0
-    out = np.full(k.n, -1, dtype=np.int16)
-    for i, (a, b) in reversed(list(enumerate(bucket_ranges(d.weights, d.coverage)))):
-        out[(n >= a) & (n < b)] = i  # reversed: the first range that holds n wins
-    if d.namespace is not None:
-        ns, lo, hi = d.namespace
-        m = gb_buckets(k, "__" + ns, 1, nt) / 1000.0
-        out[(m < lo) | (m >= hi)] = -1
+    arm, inside = _growthbook_tables(d)
+    out = arm[gb_buckets(k, d.seed, 2, nt)]
+    if d.namespace is not None and inside is not None:
+        out[~inside[gb_buckets(k, "__" + d.namespace[0], 1, nt)]] = -1
     return out
 
 

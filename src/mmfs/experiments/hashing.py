@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mmfs._config import effective_n_threads, threads_for
+from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
 from mmfs._kernels import _assign
 from mmfs.errors import ParameterError
 from mmfs.storage.keyindex import _as_int_keys, _as_str_keys
@@ -46,7 +46,10 @@ class Keys(NamedTuple):
 def as_keys(keys: Any) -> Keys:
     """``keys`` in the form the kernels read: int64, UTF-8 + offsets, or the UCS-4 code
     points of a numpy ``U`` array (viewed, not copied, when it is contiguous)."""
-    if isinstance(keys, Keys):
+    kind = type(keys)
+    if kind is int and -(2**63) <= keys < 2**63:  # one key: the online path
+        return Keys("int", (np.array((keys,), dtype=np.int64),), 1, False)
+    if kind is Keys:
         return keys
     if isinstance(keys, np.ndarray) and keys.dtype.kind == "U":
         a = np.ascontiguousarray(keys.reshape(-1))
@@ -71,6 +74,8 @@ def is_str(keys: Any) -> bool:
 
 
 def n_threads_for(n: int, n_threads: int | None) -> int:
+    if n_threads is None and n * _WORK < PARALLEL_GRAIN:  # no need to ask how many cores
+        return 1
     return threads_for(effective_n_threads(n_threads), n * _WORK)
 
 
