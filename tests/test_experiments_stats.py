@@ -91,6 +91,26 @@ def test_murmur_wrappers_match_mmh3_for_every_key_form(salt: str | None) -> None
         )
 
 
+def test_bytes_keys_hash_as_they_are() -> None:
+    raw = [b"", b"a", b"\x00\xff\xfe", "日本".encode(), b"x" * 33, bytes(range(40))]
+    pre = _prefix("s")
+    want = [mmh3.hash(pre + b, 3, signed=False) for b in raw]
+    assert murmur3_32(raw, "s", 3).tolist() == want
+    assert murmur3_32(np.array(raw, dtype=object), "s", 3).tolist() == want
+    assert murmur3_32(raw[3], "s", 3).tolist() == [want[3]]
+    fixed = np.array([b"ab", b"abc", b"", b"a\x00b"])  # an S4 array
+    assert murmur3_32(fixed, "s", 3).tolist() == [
+        mmh3.hash(pre + b, 3, signed=False) for b in fixed.tolist()
+    ]
+    want128 = [mmh3.hash64(pre + b, 3, signed=False) for b in raw]
+    assert [tuple(r) for r in murmur3_128(raw, "s", 3).tolist()] == want128
+    with pytest.raises(mmfs.ParameterError, match="mix"):
+        murmur3_32([b"a", "b"], "s")
+    # a str key and its UTF-8 bytes get the same slot
+    strs = [f"user-{i}" for i in range(100)]
+    assert np.array_equal(slots(strs, "x"), slots([t.encode() for t in strs], "x"))
+
+
 def test_salt_encoding_separates_salt_from_key() -> None:
     assert murmur3_32(["c"], "ab")[0] != murmur3_32(["bc"], "a")[0]
     assert murmur3_32(["abc"], "")[0] != murmur3_32(["abc"], None)[0]

@@ -12,8 +12,9 @@
 * :func:`growthbook_hash`: GrowthBook's ``gbhash`` (FNV-1a 32 over UTF-16 code units;
   version 2 hashes twice, version 1 is the namespace hash), one float per key.
 
-Keys are one key, a sequence, or a numpy array: int64-range integers, or str (a numpy
-``U`` array is read in place, without encoding every key first).  Every function returns
+Keys are one key, a sequence, or a numpy array: int64-range integers, str (a numpy ``U``
+array is read in place, without encoding every key first), or bytes (hashed as they
+are; a numpy ``S`` array drops trailing NUL bytes, as numpy itself does).  Every function returns
 the same values whatever ``n_threads`` is.
 """
 
@@ -51,6 +52,11 @@ def as_keys(keys: Any) -> Keys:
         return Keys("int", (np.array((keys,), dtype=np.int64),), 1, False)
     if kind is Keys:
         return keys
+    if kind is bytes or isinstance(keys, bytearray):
+        raw = bytes(keys)
+        return Keys("utf8", (np.frombuffer(raw, np.uint8), np.array((0, len(raw)))), 1, True)
+    if is_bytes(keys):
+        return _bytes_keys(keys)
     if isinstance(keys, np.ndarray) and keys.dtype.kind == "U":
         a = np.ascontiguousarray(keys.reshape(-1))
         width = a.dtype.itemsize // 4
@@ -71,6 +77,33 @@ def is_str(keys: Any) -> bool:
     if isinstance(keys, list | tuple):
         return len(keys) > 0 and isinstance(keys[0], str)
     return False
+
+
+def is_bytes(keys: Any) -> bool:
+    if isinstance(keys, np.ndarray):
+        return keys.dtype.kind == "S" or (
+            keys.dtype.kind == "O" and keys.size > 0 and isinstance(keys.flat[0], bytes)
+        )
+    return isinstance(keys, list | tuple) and len(keys) > 0 and isinstance(keys[0], bytes)
+
+
+def _bytes_keys(keys: Any) -> Keys:
+    """bytes keys (a numpy ``S`` array -- numpy drops trailing NUL bytes, as it does when
+    it hands an item out -- or a sequence of bytes) as UTF-8-form bytes and offsets."""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        a = np.ascontiguousarray(keys.reshape(-1))
+        lengths = np.char.str_len(a).astype(np.int64)
+        chars = a.view(np.uint8).reshape(a.shape[0], a.dtype.itemsize)
+        data = chars[np.arange(a.dtype.itemsize) < lengths[:, None]]
+    else:
+        items = keys.reshape(-1).tolist() if isinstance(keys, np.ndarray) else list(keys)
+        if not all(isinstance(k, bytes) for k in items):
+            raise ParameterError("keys must be all bytes or all str, not a mix")
+        lengths = np.fromiter(map(len, items), np.int64, len(items))
+        data = np.frombuffer(b"".join(items), np.uint8)
+    offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Keys("utf8", (np.ascontiguousarray(data), offsets), lengths.shape[0], True)
 
 
 def n_threads_for(n: int, n_threads: int | None) -> int:
