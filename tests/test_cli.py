@@ -118,9 +118,12 @@ def test_info_describes_and_verifies_a_store(
     with mmfs.open(path) as store:
         g = store.create_group("items", key="sku", key_type="str", schema={"v": mmfs.dense(3)})
         g.write(["a", "b"], {"v": [[1, 2, 3], [4, 5, 6]]})
+        store.experiments.create_layer("L")
+        store.experiments.create("ab", {"c": 50, "t": 50}, coverage=0.2, layer="L")
         store.commit()
     assert main(["info", str(path), "--verify"]) == 0
     out = capsys.readouterr().out
+    assert "experiment 'ab' (running, phase 0): c 50%, t 50%, coverage 20% in layer 'L'" in out
     assert "generation 1" in out
     assert "group 'items': key 'sku' (str), 2 keys, 2 rows of 32 bytes" in out
     assert "v: dense (dim=3, dtype=float32)" in out

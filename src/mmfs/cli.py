@@ -404,6 +404,12 @@ def _info(args: argparse.Namespace) -> int:
             for fname, ftype in g["features"].items():
                 detail = ", ".join(f"{k}={v}" for k, v in ftype.items() if k != "type")
                 print(f"    {fname}: {ftype['type']}" + (f" ({detail})" if detail else ""))
+        for name in store.experiments.list():
+            e = store.experiments.get(name)
+            split = ", ".join(f"{v} {w:g}%" for v, w in e.weights.items())
+            where = f" in layer {e.layer!r}" if e.layer else ""
+            print(f"  experiment {name!r} ({e.status}, phase {e.phase}): {split}, "
+                  f"coverage {e.coverage:.0%}{where}")  # fmt: skip
         if args.verify:
             checked = store.verify()
             print(f"  verified: every file and every key of {sum(checked.values()):,} keys")
