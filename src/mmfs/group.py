@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
-from mmfs._kernels import _store
+from mmfs._kernels import _assign, _store
 from mmfs._times import one_ns, to_ns
 from mmfs.budget import MemoryBudget, Reservation
 from mmfs.errors import (
@@ -1031,7 +1031,7 @@ class FeatureGroup:
         codes = assign_codes(state, d, k, n_threads_for(k.n, n_threads))
         configs, config_of, config_list = d.serving()
         c = config_list[int(codes[0]) + 1] if one else -1
-        which = None if one or len(configs) == 1 else config_of[codes + 1]
+        which = None if one or len(configs) == 1 else _configs_of(codes, config_of)
         if c == 0 or (which is not None and not which.any()) or len(configs) == 1:
             batch = self.get(
                 keys if one else ks, features, version=version, as_of=as_of,
@@ -1049,7 +1049,7 @@ class FeatureGroup:
             batch = self._get_one(snap, keys, plan, missing)
         else:
             if which is None:
-                which = config_of[codes + 1]
+                which = _configs_of(codes, config_of)
             batch = self._variant_read(
                 ks, features, transform, version, as_of, configs, which, n_threads, out
             )
@@ -1082,22 +1082,19 @@ class FeatureGroup:
         snap, at = self._resolve(version, as_of)
         if not snap.pinned and snap.table.stale():
             snap = self._store._snapshot(self.name, refresh=True)
-        plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
-        arms: list[tuple[_Snapshot, _Plan]] = []
-        for cfg in configs:
-            v = None if cfg is None else cfg.get("version")
-            csnap = snap if v is None else self._arm_snapshot(v, version)
-            plan = self._arm_plan(csnap, features, transform, cfg)
-            if (id(plan0), id(plan)) not in snap.arm_plans:  # checked once per pair
-                _same_layout(plan0, plan, cfg)
-                snap.arm_plans[(id(plan0), id(plan))] = (plan0, plan)  # (ids stay theirs)
-            arms.append((csnap, plan))
         n = which.shape[0]
-        block = self._block(plan0, n, "get()", out)
-        flat = block.view(np.uint8).reshape(-1)
-        if at is None and not snap.pinned and all(cs is snap for cs, _ in arms):
-            merged = _merged_plan(snap, [p for _, p in arms])
+        if at is None and not snap.pinned:  # the merged plan of this request, made before?
+            key = ("served", id(configs), _selection_key(features), _selection_key(transform))
+            hit = snap.arm_plans.get(key)
+            if hit is None:
+                hit = snap.arm_plans[key] = (
+                    *self._merged_request(snap, features, transform, configs),
+                    configs,
+                )  # (configs keeps its id)
+            plan0, merged = hit[0], hit[1]
             if merged is not None:
+                block = self._block(plan0, n, "get()", out)
+                flat = block.view(np.uint8).reshape(-1)
                 rows = np.empty(n, dtype=_I64)
                 threads = _read_threads(n, n_threads)
                 if snap.str_keys:
@@ -1110,6 +1107,18 @@ class FeatureGroup:
                     raise self._corrupt()
                 found = rows >= 0
                 return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))
+        plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
+        arms: list[tuple[_Snapshot, _Plan]] = []
+        for cfg in configs:
+            v = None if cfg is None else cfg.get("version")
+            csnap = snap if v is None else self._arm_snapshot(v, version)
+            plan = self._arm_plan(csnap, features, transform, cfg)
+            if (id(plan0), id(plan)) not in snap.arm_plans:  # checked once per pair
+                _same_layout(plan0, plan, cfg)
+                snap.arm_plans[(id(plan0), id(plan))] = (plan0, plan)  # (ids stay theirs)
+            arms.append((csnap, plan))
+        block = self._block(plan0, n, "get()", out)
+        flat = block.view(np.uint8).reshape(-1)
         rows = np.full(n, -1, dtype=_I64)
         arr = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
         times = None if at is None else to_ns(at, n).view("datetime64[ns]")
@@ -1132,6 +1141,21 @@ class FeatureGroup:
             rows[idx] = r
         found = rows >= 0
         return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))
+
+    def _merged_request(
+        self,
+        snap: _Snapshot,
+        features: Any,
+        transform: Any,
+        configs: list[dict[str, Any] | None],
+    ) -> tuple[_Plan, _store.FieldPlan | None]:
+        """The request's plan and the merged plan of its arms (None when an arm reads
+        another version, or the arms differ in more than offsets and parameters)."""
+        plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
+        if any(cfg and cfg.get("version") is not None for cfg in configs):
+            return plan0, None
+        plans = [self._checked_arm_plan(snap, features, transform, cfg) for cfg in configs]
+        return plan0, _merged_plan(snap, plans)
 
     def _fetch_at(
         self,
@@ -1775,6 +1799,17 @@ class FeatureGroup:
             i = j
         pending.sparse_elems[name] = pos
         return np.stack([starts, counts], axis=1)
+
+
+def _selection_key(x: Any) -> Any:
+    return x if x is None or isinstance(x, str | StoredTransform) else tuple(x)
+
+
+def _configs_of(codes: np.ndarray, config_of: np.ndarray) -> np.ndarray:
+    """The serving configuration of each key from its arm code (one kernel loop)."""
+    which = np.empty(codes.shape[0], dtype=np.int8)
+    _assign.remap_codes(codes, config_of, which)
+    return which
 
 
 def _transform_name(ref: Any) -> str:

@@ -43,7 +43,7 @@ key, is counted by the loops and the wrapper raises ValueError after the call.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 cdef extern from "mmfs_murmur.h" nogil:
@@ -173,6 +173,29 @@ cdef int64_t _run(mmfs_assign_job_t *jb, int64_t n, int n_threads) except -1:
             "0x10FFFF, or malformed UTF-8)"
         )
     return 0
+
+
+# ---- arm codes -> per-arm values --------------------------------------------------------
+
+
+def remap_codes(const int16_t[::1] codes, const int8_t[::1] table, int8_t[::1] out):
+    """out[i] = table[codes[i] + 1]: a value per arm code (-1, not in the experiment,
+    reads table[0]), e.g. the serving configuration of each key's arm.  A code outside
+    [-1, len(table) - 2] raises ValueError (nothing is read out of bounds)."""
+    cdef Py_ssize_t n = codes.shape[0], i, bad = 0
+    cdef int m = table.shape[0]
+    cdef int c
+    if out.shape[0] != n:
+        raise ValueError("remap_codes: one output per code")
+    with nogil:
+        for i in range(n):
+            c = codes[i] + 1
+            if c < 0 or c >= m:
+                bad += 1
+                c = 0
+            out[i] = table[c]
+    if bad:
+        raise ValueError(f"remap_codes: {bad} codes outside the table of {m - 1} arms")
 
 
 # ---- scalar helpers (tests, one-off keys) ------------------------------------------------

@@ -31,7 +31,7 @@ from mmfs.storage.keyindex import _as_int_keys, _as_str_keys
 
 __all__ = ["growthbook_hash", "murmur3_32", "murmur3_128", "slots"]
 
-_WORK = 16  # inner-loop operations per key, for the thread threshold (threads_for)
+_WORK = 128  # per key, for the thread threshold (threads_for): ~8,000 keys and up
 _JS_SAFE = 2**53
 
 
