@@ -89,6 +89,22 @@ class Sizes:
     tf_rounds: int
     tf_one_rounds: int
     tf_one_calls: int
+    # experiments (test_bench_experiments.py): exp.assign of ex_assign_n ids on one thread,
+    # ex_assign_rounds timed rounds; the per-id peers (mmh3, growthbook) on the first
+    # ex_peer_n of them, ex_peer_rounds rounds; GrowthBook(...).run on ex_sdk_n of them.
+    # get(experiment=): a group of ex_n keys (128-d f32 emb, emb_v2, 8 f32 scalars),
+    # ex_count keys per call, ex_rounds rounds; one-key gets: ex_one_rounds rounds of
+    # ex_one_calls calls
+    ex_assign_n: int
+    ex_assign_rounds: int
+    ex_peer_n: int
+    ex_peer_rounds: int
+    ex_sdk_n: int
+    ex_n: int
+    ex_count: int
+    ex_rounds: int
+    ex_one_rounds: int
+    ex_one_calls: int
 
 
 # Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
@@ -136,6 +152,16 @@ SIZES = {
         tf_rounds=30,
         tf_one_rounds=20,
         tf_one_calls=1_000,
+        ex_assign_n=100_000,
+        ex_assign_rounds=10,
+        ex_peer_n=2_000,
+        ex_peer_rounds=3,
+        ex_sdk_n=200,
+        ex_n=20_000,
+        ex_count=10_000,
+        ex_rounds=30,
+        ex_one_rounds=20,
+        ex_one_calls=1_000,
     ),
     "full": Sizes(
         cd_a=1_000,
@@ -167,6 +193,16 @@ SIZES = {
         tf_rounds=150,
         tf_one_rounds=100,
         tf_one_calls=1_000,
+        ex_assign_n=1_000_000,
+        ex_assign_rounds=50,
+        ex_peer_n=20_000,
+        ex_peer_rounds=7,
+        ex_sdk_n=2_000,
+        ex_n=1_000_000,
+        ex_count=10_000,
+        ex_rounds=150,
+        ex_one_rounds=100,
+        ex_one_calls=1_000,
     ),
 }
 

@@ -1,8 +1,9 @@
 """Figures against absolute targets, shared by the benchmark files that have them
-(test_bench_store.py, test_bench_batch.py, test_bench_transforms.py): a :class:`Figure`
-per measured value, a markdown table of them with PASS/FAIL, and a plugin that prints
-that table at the end of the session (and appends it to $MMFS_BENCH_TABLE when set).
-Also :func:`timed_rounds`, the explicit-rounds timing those files share."""
+(test_bench_store.py, test_bench_batch.py, test_bench_transforms.py,
+test_bench_experiments.py): a :class:`Figure` per measured value, a markdown table of them
+with PASS/FAIL, and a plugin that prints that table at the end of the session (and appends
+it to $MMFS_BENCH_TABLE when set).  Also :func:`timed_rounds`, the explicit-rounds timing
+those files share (paired.py builds the paired rounds on it)."""
 
 from __future__ import annotations
 

@@ -31,6 +31,8 @@ TARGETS = {
     # fused transforms (benchmarks/test_bench_transforms.py): raw get time / transformed
     "overhead_5": Target(1 / 1.05, "transformed <= 1.05x raw get"),
     "overhead_20": Target(1 / 1.2, "transformed <= 1.2x raw get"),
+    # experiments (benchmarks/test_bench_experiments.py): plain get time / experiment get
+    "experiment_get": Target(1 / 1.1, "experiment get <= 1.1x plain get"),
 }
 
 
@@ -74,4 +76,8 @@ LIMITS = {
     "batch_scaling": Limit(1.3, "<= 1.3x the per-key cost at 1,000 keys", inclusive=True),
     # scoring workers: USS increase per worker / the group's data (N * 136 * 4 bytes)
     "score_uss": Limit(0.05, "< 5% of the data per worker"),
+    # experiments (benchmarks/test_bench_experiments.py): exp.assign on one thread, per id
+    "assign_int": Limit(10e-9, "<= 10 ns per id (>= 100 M ids/s)", inclusive=True),
+    "assign_str": Limit(50e-9, "<= 50 ns per id (>= 20 M ids/s)", inclusive=True),
+    "assign_gb": Limit(100e-9, "<= 100 ns per id (>= 10 M ids/s)", inclusive=True),
 }

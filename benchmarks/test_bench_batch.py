@@ -100,6 +100,7 @@ import psutil
 import pytest
 from conftest import SIZES, Entry, Harness, Sizes, size_name
 from figures import Figure, figure_table, report_at_end, timed_rounds
+from groups import cycler, distinct_keys, write_group
 from targets import LIMITS, TARGETS, fmt_seconds
 
 import mmfs
@@ -357,20 +358,15 @@ def batch_data(tmp_path_factory: pytest.TempPathFactory, sizes: Sizes) -> BatchD
     n = sizes.bt_n
     root: Path = tmp_path_factory.mktemp("mmfs-batch-bench")
     rng = np.random.default_rng(0)
-    keys = np.unique(rng.integers(0, 2**62, size=n + n // 100 + 16, dtype=np.int64))
-    keys = rng.permutation(keys)[:n]
-    assert keys.shape == (n,)
+    keys = distinct_keys(rng, n)
     M = np.empty((n, WIDTH), dtype=np.float32)
     M[:, :N_SCALARS] = rng.standard_normal((n, N_SCALARS), dtype=np.float32)
     M[:, N_SCALARS:] = rng.standard_normal((n, DIM), dtype=np.float32)
     path = str(root / "batch")
     with mmfs.open(path, durability="none") as store:
-        g = store.create_group("g", key="id", schema=_schema())
-        for a in range(0, n, WRITE_CHUNK):
-            part = M[a : a + WRITE_CHUNK]
-            values: dict[str, Any] = {name: part[:, j] for j, name in enumerate(SCALARS)}
-            values["emb"] = part[:, N_SCALARS:]
-            g.write(keys[a : a + WRITE_CHUNK], values)
+        columns: dict[str, Any] = {name: M[:, j] for j, name in enumerate(SCALARS)}
+        columns["emb"] = M[:, N_SCALARS:]
+        write_group(store, _schema(), keys, columns)
         store.commit("batch group")
     gc.collect()
     return BatchData(path, keys, M)
@@ -431,11 +427,6 @@ def position_pool(sizes: Sizes, n: int) -> list[np.ndarray]:
             pool = [rng.choice(N, size=n, replace=False) for _ in range(count + 2)]
         _POOLS[n] = pool
     return pool
-
-
-def cycler(pool: list[Any]) -> Callable[[], Any]:
-    """The next item of pool at each call, starting after pool[0] (the checked one)."""
-    return itertools.cycle(pool[1:] + pool[:1]).__next__
 
 
 def rounds_for(sizes: Sizes, n: int) -> int:

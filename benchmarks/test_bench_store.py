@@ -71,6 +71,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import Entry, Harness, Sizes
 from figures import Figure, figure_table, report_at_end
+from groups import distinct_keys, write_group
 from targets import fmt_seconds
 
 import mmfs
@@ -144,20 +145,14 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def online_data(store_dir: Path, sizes: Sizes) -> OnlineData:
     n = sizes.st_online_n
     rng = np.random.default_rng(0)
-    keys = np.unique(rng.integers(0, 2**62, size=n + n // 100 + 16, dtype=np.int64))
-    keys = rng.permutation(keys)[:n]
-    assert keys.shape == (n,)
+    keys = distinct_keys(rng, n)
     S = rng.standard_normal((n, N_SCALARS), dtype=np.float32)
     X = rng.standard_normal((n, DIM), dtype=np.float32)
     path = str(store_dir / "online")
     with mmfs.open(path, durability="none") as store:
-        g = store.create_group("g", key="id", schema=_online_schema())
-        for a in range(0, n, WRITE_CHUNK):
-            values: dict[str, Any] = {
-                name: S[a : a + WRITE_CHUNK, j] for j, name in enumerate(SCALARS)
-            }
-            values["emb"] = X[a : a + WRITE_CHUNK]
-            g.write(keys[a : a + WRITE_CHUNK], values)
+        columns: dict[str, Any] = {name: S[:, j] for j, name in enumerate(SCALARS)}
+        columns["emb"] = X
+        write_group(store, _online_schema(), keys, columns)
         store.commit("online group")
     sqlite_path = str(store_dir / "online.sqlite")
     conn = sqlite3.connect(sqlite_path)
@@ -190,9 +185,7 @@ def dense_data(store_dir: Path, sizes: Sizes) -> DenseData:
     keys = np.arange(n, dtype=np.int64)
     path = str(store_dir / "dense")
     with mmfs.open(path, durability="none") as store:
-        g = store.create_group("g", key="id", schema={"emb": mmfs.dense(DIM)})
-        for a in range(0, n, WRITE_CHUNK):
-            g.write(keys[a : a + WRITE_CHUNK], {"emb": X[a : a + WRITE_CHUNK]})
+        write_group(store, {"emb": mmfs.dense(DIM)}, keys, {"emb": X})
         store.commit("dense group")
     npy_path = str(store_dir / "dense.npy")
     np.save(npy_path, X)
@@ -227,9 +220,7 @@ def sparse_data(store_dir: Path, sizes: Sizes) -> SparseData:
     path = str(store_dir / "sparse")
     keys = np.arange(n, dtype=np.int64)
     with mmfs.open(path, durability="none") as store:
-        g = store.create_group("g", key="id", schema={"t": mmfs.sparse(dim)})
-        for a in range(0, n, WRITE_CHUNK):
-            g.write(keys[a : a + WRITE_CHUNK], {"t": csr[a : a + WRITE_CHUNK]})
+        write_group(store, {"t": mmfs.sparse(dim)}, keys, {"t": csr})
         store.commit("sparse group")
     gc.collect()
     return SparseData(path, csr, n, dim)

@@ -113,8 +113,6 @@ machine is shared.
 from __future__ import annotations
 
 import gc
-import itertools
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -123,8 +121,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Entry, Harness, Sizes
-from figures import Figure, figure_table, report_at_end, timed_rounds
+from conftest import Harness, Sizes
+from figures import Figure, figure_table, report_at_end
+from groups import distinct_keys, write_group
+from paired import PairedRounds, call_rounds, seconds_of
 from sklearn import impute as ski
 from sklearn import preprocessing as skp
 from sklearn.pipeline import make_pipeline
@@ -137,7 +137,6 @@ DIM = 128
 SCALARS = ("s0", "s1", "s2", "s3")
 COLORS = np.array([f"c{i:02d}" for i in range(20)])
 NAN_FRACTION = 0.01
-WRITE_CHUNK = 100_000
 # scikit-learn options its type stubs refuse (they say dtype: type[float64] and
 # subsample: int), typed Any
 F32: Any = np.float32
@@ -282,9 +281,7 @@ def tf_data(tmp_path_factory: pytest.TempPathFactory, sizes: Sizes) -> TfData:
     n = sizes.tf_n
     root: Path = tmp_path_factory.mktemp("mmfs-transforms-bench")
     rng = np.random.default_rng(0)
-    keys = np.unique(rng.integers(0, 2**62, size=n + n // 100 + 16, dtype=np.int64))
-    keys = rng.permutation(keys)[:n]
-    assert keys.shape == (n,)
+    keys = distinct_keys(rng, n)
     emb = rng.standard_normal((n, DIM), dtype=np.float32)
     emb_nan = emb.copy()
     emb_nan[rng.random((n, DIM), dtype=np.float32) < NAN_FRACTION] = np.nan
@@ -298,13 +295,8 @@ def tf_data(tmp_path_factory: pytest.TempPathFactory, sizes: Sizes) -> TfData:
     }
     path = str(root / "transforms")
     with mmfs.open(path, durability="none") as store:
-        g = store.create_group("g", key="id", schema=schema)
-        for a in range(0, n, WRITE_CHUNK):
-            part = slice(a, a + WRITE_CHUNK)
-            values: dict[str, Any] = {"emb": emb[part], "emb_nan": emb_nan[part]}
-            values["color"] = color[part]
-            values.update({s: S[part, j] for j, s in enumerate(SCALARS)})
-            g.write(keys[part], values)
+        columns = {"emb": emb, "emb_nan": emb_nan, "color": color}
+        write_group(store, schema, keys, {**columns, **{s: S[:, j] for j, s in enumerate(SCALARS)}})
         store.commit("transforms group")
         for case in CASES:
             st = store.transforms.fit(case.name, "g", list(case.inputs), case.spec())
@@ -336,114 +328,31 @@ def reader(tf_data: TfData) -> Iterator[mmfs.Store]:
     store.close()
 
 
-_POOLS: dict[str, list[np.ndarray]] = {}
-
-
-def position_pool(sizes: Sizes, which: str = "main") -> list[np.ndarray]:
-    """tf_rounds + 2 position sets of tf_count keys (seeded): the check's set, the
-    warm-up round's, one per timed round.  ``which="pair"``: the paired raw gets' pool."""
-    pool = _POOLS.get(which)
-    if pool is None:
-        rng = np.random.default_rng(2_000 if which == "main" else 3_000)
-        N, n = sizes.tf_n, sizes.tf_count
-        pool = [rng.choice(N, size=n, replace=False) for _ in range(sizes.tf_rounds + 2)]
-        _POOLS[which] = pool
-    return pool
-
-
-def cycler(pool: list[Any]) -> Callable[[], Any]:
-    """The next item of pool at each call, starting after pool[0] (the checked one)."""
-    return itertools.cycle(pool[1:] + pool[:1]).__next__
-
-
 # --------------------------------------------------------------------------------------
 # Timing (pedantic rounds, optionally paired with the raw get) and the figures
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Paired:
-    ratio: float  # median over rounds of (round time / the raw call just before it)
-    min_ratio: float  # min round / min raw call
-    raw: float  # median raw call (per call)
-    diff: float  # median over rounds of (round time - the raw call before it), per call
-    rounds: int
-
-
-PAIRED: dict[str, Paired] = {}
+# The paired rounds (paired.py): pools of tf_rounds + 2 position sets of tf_count keys; the
+# figures call the timed read "transformed" and its paired baseline "raw"
+PAIRED = PairedRounds(
+    measured="transformed", base="raw", shape=lambda s: (s.tf_n, s.tf_count, s.tf_rounds)
+)
 CACHE_BUILD: dict[str, float] = {}  # group -> seconds of the first read after cache()
-
-
-def _run(
-    benchmark: Any,
-    harness: Harness,
-    group: str,
-    impl: str,
-    fn: Callable[[], Any],
-    *,
-    rounds: int,
-    calls: int = 1,
-    note: str = "",
-    paired: Callable[[], Any] | None = None,
-    paired_key: str | None = None,
-) -> Any:
-    """Time ``fn`` as ``impl`` in ``group`` (one warm-up round, then ``rounds`` rounds of
-    one call; --benchmark-disable: one call) and record its median round / ``calls`` in the
-    Harness table; return its last result.  ``paired``: timed before every round, outside
-    the timed call, for the paired ratio (PAIRED[paired_key or group])."""
-    benchmark.group = group
-    r = timed_rounds(benchmark, fn, rounds=rounds, before=paired)
-    times, paired_times, seconds, done = r.times, r.before, r.median, r.rounds
-    if benchmark.disabled:
-        harness.disabled = True
-    else:
-        note = f"min {fmt_seconds(r.minimum / calls)}; {note}"
-    seconds /= calls
-    info: dict[str, Any] = {"impl": impl, "size": harness.size, "seconds_per_call": seconds}
-    if paired is not None:
-        assert len(paired_times) == len(times)
-        p = Paired(
-            statistics.median(t / r for t, r in zip(times, paired_times, strict=True)),
-            min(times) / min(paired_times),
-            statistics.median(paired_times) / calls,
-            statistics.median(t - r for t, r in zip(times, paired_times, strict=True)) / calls,
-            len(times),
-        )
-        PAIRED[paired_key or group] = p
-        info["paired"] = {"ratio": p.ratio, "min_ratio": p.min_ratio, "raw_s": p.raw}
-    entry = Entry(group, impl, seconds, seconds, done, note)
-    harness.record(benchmark, entry, info)
-    return r.result
-
-
-def _seconds(h: Harness, group: str, impl: str) -> float | None:
-    e = h.entries.get(group, {}).get(impl)
-    return None if e is None else e.seconds
-
-
-def _pct(ratio: float) -> str:
-    return f"{(ratio - 1) * 100:+.1f}%"
-
-
-def _paired_text(p: Paired) -> str:
-    return (
-        f"transformed = {p.ratio:.3f}x raw ({_pct(p.ratio)}), median of {p.rounds} paired "
-        f"rounds (min/min {p.min_ratio:.3f}x); raw {fmt_seconds(p.raw)}"
-    )
 
 
 def _batch_figures(h: Harness, case: Case) -> list[Figure]:
     s = h.sizes
     group = batch_group(case, s)
-    mm, raw, peer = (_seconds(h, group, i) for i in (MMFS, RAW, PEER))
-    p = PAIRED.get(group)
+    mm, raw, peer = (seconds_of(h, group, i) for i in (MMFS, RAW, PEER))
+    p = PAIRED.results.get(group)
     out: list[Figure] = []
     if mm is None:
         return out
     what = f"{case.label} {case.ref}"
     sep = "" if raw is None else f"; separate tests: {fmt_seconds(mm)} / {fmt_seconds(raw)}"
     if p is not None:
-        paired = _paired_text(p) + sep + ("" if raw is None else f" = {mm / raw:.3f}x")
+        paired = PAIRED.text(p) + sep + ("" if raw is None else f" = {mm / raw:.3f}x")
         if case.fused:
             for key in ("overhead_5", "overhead_20"):
                 out.append(
@@ -456,16 +365,9 @@ def _batch_figures(h: Harness, case: Case) -> list[Figure]:
             out.append(
                 Figure("2 other", f"{what}: transformed / raw get", p.ratio, "x", None, paired)
             )
-    p1 = PAIRED.get(group + "|n_threads=1")
-    if p1 is not None:
-        one = _seconds(h, group, MMFS_1T)
-        detail = _paired_text(p1) + ("" if one is None else f"; transformed {fmt_seconds(one)}")
-        out.append(
-            Figure(
-                "1 fused", f"{what}, n_threads=1: raw get / transformed", 1 / p1.ratio, "x",
-                None, detail,
-            )
-        )  # fmt: skip
+    out += PAIRED.one_thread_figures(
+        h, group, MMFS_1T, "1 fused", f"{what}, n_threads=1: raw get / transformed"
+    )
     if peer is not None:
         out.append(
             Figure(
@@ -478,7 +380,7 @@ def _batch_figures(h: Harness, case: Case) -> list[Figure]:
                 f"({mm / s.tf_count * 1e9:.0f} ns/key)",
             )
         )
-    cached = _seconds(h, group, MMFS_CACHED)
+    cached = seconds_of(h, group, MMFS_CACHED)
     if cached is not None:
         out.append(
             Figure(
@@ -509,8 +411,8 @@ def _batch_figures(h: Harness, case: Case) -> list[Figure]:
 def _derived_figures(h: Harness) -> list[Figure]:
     out = [f for case in CASES for f in _batch_figures(h, case)]
     group = one_group(h.sizes)
-    mm, raw = _seconds(h, group, MMFS), _seconds(h, group, RAW)
-    p = PAIRED.get(group)
+    mm, raw = seconds_of(h, group, MMFS), seconds_of(h, group, RAW)
+    p = PAIRED.results.get(group)
     calls = h.sizes.tf_one_calls
     if p is not None:
         sep = ""
@@ -519,28 +421,7 @@ def _derived_figures(h: Harness) -> list[Figure]:
                 f"; separate tests: transformed {mm * 1e6:.2f} µs, raw {raw * 1e6:.2f} µs "
                 f"({(mm - raw) * 1e6:+.2f} µs)"
             )
-        out.append(
-            Figure(
-                "3 one key",
-                f"{HEADLINE.ref}, 1 key: transformed - raw, per call",
-                p.diff,
-                "s",
-                None,
-                f"median over {p.rounds} paired rounds of (transformed round - raw round) "
-                f"/ {calls:,} calls" + sep,
-            )
-        )
-        out.append(
-            Figure(
-                "3 one key",
-                f"{HEADLINE.ref}, 1 key: transformed / raw",
-                p.ratio,
-                "x",
-                None,
-                f"median of {p.rounds} paired rounds of {calls:,} calls "
-                f"(min/min {p.min_ratio:.3f}x); paired raw {p.raw * 1e6:.2f} µs per call",
-            )
-        )
+        out += PAIRED.one_key_figures(p, what=f"{HEADLINE.ref}, 1 key", calls=calls, sep=sep)
     return out
 
 
@@ -631,28 +512,27 @@ def test_transform_batch(
     d = tf_data
     g = reader["g"]
     group = batch_group(case, sizes)
-    pool = position_pool(sizes)
-    key_pool = [d.keys[p] for p in pool]
-    nxt = cycler(key_pool)
+    pool = PAIRED.position_pool(sizes)
+    k0 = d.keys[pool[0]]  # the checked set
     peer = peers[name]
     want = reference(case, peer, d.inputs(case, pool[0]))
     inputs = "+".join(case.inputs)
-    paired = None
+    base_read = None
     kw: dict[str, Any] = {"n_threads": 1} if impl == "mmfs1" else {}
     if impl == "raw":
         read = _raw_reader(g, case)
         name_, note = RAW, f"g.get(keys, [{inputs}]).to_numpy()"
         if case.category:  # the codes as float32; the strings are checked
-            got = g.get(key_pool[0], ["color"])["color"]
+            got = g.get(k0, ["color"])["color"]
             np.testing.assert_array_equal(got, d.color[pool[0]])
-            assert read(key_pool[0]).shape == (sizes.tf_count, 1)
+            assert read(k0).shape == (sizes.tf_count, 1)
         else:
-            np.testing.assert_array_equal(read(key_pool[0]), d.inputs(case, pool[0]))
+            np.testing.assert_array_equal(read(k0), d.inputs(case, pool[0]))
     elif impl == "sklearn":
         read = _peer_reader(g, case, peer)
         name_ = PEER
         note = f"{type(peer).__name__}.transform(g.get(keys, [{inputs}]) ...)"
-        check(case, np.asarray(read(key_pool[0])), want)
+        check(case, np.asarray(read(k0)), want)
     else:
         read = _mmfs_reader(g, case, **kw)
         name_ = {"mmfs": MMFS, "mmfs1": MMFS_1T, "cached": MMFS_CACHED}[impl]
@@ -662,21 +542,19 @@ def test_transform_batch(
         if impl == "cached":
             reader.transforms.cache(case.ref)
             t0 = time.perf_counter()
-            got = read(key_pool[0])  # the first read builds the cache (every key)
+            got = read(k0)  # the first read builds the cache (every key)
             build = time.perf_counter() - t0
             CACHE_BUILD[group] = build
             note += f' after transforms.cache("{case.ref}")'
         else:
             assert case.ref not in reader.transforms.cached()
-            got = read(key_pool[0])
+            got = read(k0)
         check(case, got, want)
-        raw_next = cycler([d.keys[p] for p in position_pool(sizes, "pair")])
-        raw_read = _raw_reader(g, case, **kw)
-        paired = None if impl == "cached" else lambda: raw_read(raw_next())
+        base_read = None if impl == "cached" else _raw_reader(g, case, **kw)
     try:
-        _run(
-            benchmark, harness, group, name_, lambda: read(nxt()), rounds=sizes.tf_rounds,
-            note=note, paired=paired, paired_key=group + ("|n_threads=1" if kw else ""),
+        PAIRED.run_sets(
+            benchmark, harness, sizes, d.keys, group, name_, read, note=note,
+            base_read=base_read, one_thread=bool(kw),
         )  # fmt: skip
     finally:
         if impl == "cached":
@@ -696,9 +574,7 @@ def test_transform_one_key(
     d = tf_data
     g = reader["g"]
     calls = sizes.tf_one_calls
-    order = np.random.default_rng(4_000).permutation(sizes.tf_n)
-    keys = d.keys[order].tolist()  # Python ints
-    nxt = itertools.cycle(keys).__next__
+    order, keys = PAIRED.one_key_order(d.keys)
     ref = HEADLINE.ref
 
     # the check: 5 keys against the reference and (transformed) the batch read
@@ -712,29 +588,15 @@ def test_transform_one_key(
         np.testing.assert_array_equal(one, batch[i])
         check(HEADLINE, one[None], tf_want[i : i + 1])
 
-    back = itertools.cycle(keys[::-1]).__next__  # the paired raw calls: other keys
-
-    def raw_calls() -> Any:
-        for _ in range(calls):
-            g.get(back(), ["emb"])
-
-    paired: Callable[[], Any] | None = None
+    paired = None
     if impl == "raw":
-
-        def fn() -> Any:
-            for _ in range(calls):
-                g.get(nxt(), ["emb"])
-
+        fn = call_rounds(g.get, keys, calls, ["emb"])
         name, note = RAW, 'g.get(k, ["emb"])'
     else:
-
-        def fn() -> Any:
-            for _ in range(calls):
-                g.get(nxt(), transform=ref)
-
-        name, note, paired = MMFS, f'g.get(k, transform="{ref}")', raw_calls
-    note = f"per call, rounds of {calls:,} calls; {note}"
-    _run(
+        fn = call_rounds(g.get, keys, calls, transform=ref)
+        paired = call_rounds(g.get, keys[::-1], calls, ["emb"])  # the raw calls: other keys
+        name, note = MMFS, f'g.get(k, transform="{ref}")'
+    PAIRED.run_one_key(
         benchmark, harness, one_group(sizes), name, fn, rounds=sizes.tf_one_rounds,
         calls=calls, note=note, paired=paired,
     )  # fmt: skip
