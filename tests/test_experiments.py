@@ -625,6 +625,16 @@ def test_kernel_positions_and_variants_are_checked(served: Any) -> None:
     scaled = snap.plan(g._selection(snap, ["score"], "scale"))
     with pytest.raises(ValueError, match="parameters outside"):
         scaled.fields.set_variants(np.array(scaled.parts[0]), np.array([5]))
+    from mmfs._kernels import _assign
+
+    table = np.array([0, 1, 2], np.int8)
+    got = np.empty(4, np.int8)
+    _assign.remap_codes(np.array([-1, 0, 1, 0], np.int16), table, got)
+    assert got.tolist() == [0, 1, 2, 1]
+    with pytest.raises(ValueError, match="outside the table"):
+        _assign.remap_codes(np.array([2], np.int16), table, got[:1])
+    with pytest.raises(ValueError, match="one output"):
+        _assign.remap_codes(np.array([0], np.int16), table, got)
     # records written where asked, zeros for missing keys
     q2 = np.array([keys[3], 1])
     out2 = np.full(3 * 4, 7, dtype=np.uint8)
