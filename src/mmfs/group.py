@@ -1202,12 +1202,7 @@ class FeatureGroup:
         self, snap: _Snapshot, features: Any, transform: Any, cfg: dict[str, Any] | None
     ) -> _Plan:
         """_arm_plan, its layout checked against the request's, cached per request."""
-        key = (
-            "arm",
-            id(cfg),
-            features if features is None or isinstance(features, str) else tuple(features),
-            transform if transform is None or isinstance(transform, str) else tuple(transform),
-        )
+        key = ("arm", id(cfg), _selection_key(features), _selection_key(transform))
         hit = snap.arm_plans.get(key)
         if hit is None:
             plan0 = snap.plan(self._selection(snap, features, transform) if transform else features)
