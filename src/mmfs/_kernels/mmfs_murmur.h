@@ -57,6 +57,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "mmfs_hash.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(MMFS_NO_CLONES)
 #define MMFS_MM_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -66,28 +68,9 @@
 #define MMFS_SLOTS 10000
 #define MMFS_MM_BLOCK 256 /* keys whose slots are computed before their table lookups */
 
-/* ---- little-endian reads ------------------------------------------------------------ */
-
-static inline uint32_t mmfs_mm_read32le(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
-}
-
-static inline uint64_t mmfs_mm_read64le(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
+/* Little-endian reads, rotl64 and the 64-bit finalizer are the key index's (mmfs_hash.h). */
 
 static inline uint32_t mmfs_mm_rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
-static inline uint64_t mmfs_mm_rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 /* ---- MurmurHash3 x86_32 --------------------------------------------------------------- */
 
@@ -126,7 +109,7 @@ static inline uint32_t mmfs_mm32_fin(uint32_t h, uint64_t total) {
 static inline mmfs_mm32_t mmfs_mm32_start(uint32_t seed, const uint8_t *prefix, int64_t plen) {
     mmfs_mm32_t s;
     s.h = seed;
-    for (int64_t i = 0; i + 4 <= plen; i += 4) s.h = mmfs_mm32_block(s.h, mmfs_mm_read32le(prefix + i));
+    for (int64_t i = 0; i + 4 <= plen; i += 4) s.h = mmfs_mm32_block(s.h, mmfs_read32le(prefix + i));
     s.len = (uint64_t)plen;
     return s;
 }
@@ -135,7 +118,7 @@ static inline mmfs_mm32_t mmfs_mm32_start(uint32_t seed, const uint8_t *prefix, 
 static inline uint32_t mmfs_mm32_bytes(mmfs_mm32_t s, const uint8_t *p, int64_t len) {
     uint32_t h = s.h, k = 0;
     int64_t nb = len >> 2;
-    for (int64_t i = 0; i < nb; i++) h = mmfs_mm32_block(h, mmfs_mm_read32le(p + 4 * i));
+    for (int64_t i = 0; i < nb; i++) h = mmfs_mm32_block(h, mmfs_read32le(p + 4 * i));
     const uint8_t *t = p + 4 * nb;
     switch (len & 3) {
     case 3:
@@ -157,7 +140,7 @@ static inline void mmfs_mm32_bytes2(mmfs_mm32_t sa, mmfs_mm32_t sb, const uint8_
     uint32_t a = sa.h, b = sb.h, k = 0;
     int64_t nb = len >> 2;
     for (int64_t i = 0; i < nb; i++) {
-        uint32_t w = mmfs_mm_read32le(p + 4 * i);
+        uint32_t w = mmfs_read32le(p + 4 * i);
         a = mmfs_mm32_block(a, w);
         b = mmfs_mm32_block(b, w);
     }
@@ -269,35 +252,27 @@ typedef struct {
     uint64_t len;
 } mmfs_mm128_t;
 
-static inline uint64_t mmfs_mm_fmix64(uint64_t k) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
 
 static inline uint64_t mmfs_mm128_mix1(uint64_t k) {
     k *= MMFS_M128_C1;
-    k = mmfs_mm_rotl64(k, 31);
+    k = mmfs_rotl64(k, 31);
     return k * MMFS_M128_C2;
 }
 
 static inline uint64_t mmfs_mm128_mix2(uint64_t k) {
     k *= MMFS_M128_C2;
-    k = mmfs_mm_rotl64(k, 33);
+    k = mmfs_rotl64(k, 33);
     return k * MMFS_M128_C1;
 }
 
 static inline void mmfs_mm128_block(uint64_t *h1, uint64_t *h2, uint64_t k1, uint64_t k2) {
     uint64_t a = *h1, b = *h2;
     a ^= mmfs_mm128_mix1(k1);
-    a = mmfs_mm_rotl64(a, 27);
+    a = mmfs_rotl64(a, 27);
     a += b;
     a = a * 5 + 0x52dce729;
     b ^= mmfs_mm128_mix2(k2);
-    b = mmfs_mm_rotl64(b, 31);
+    b = mmfs_rotl64(b, 31);
     b += a;
     b = b * 5 + 0x38495ab5;
     *h1 = a;
@@ -314,8 +289,8 @@ static inline void mmfs_mm128_fin(uint64_t h1, uint64_t h2, uint64_t k1, uint64_
     h2 ^= total;
     h1 += h2;
     h2 += h1;
-    h1 = mmfs_mm_fmix64(h1);
-    h2 = mmfs_mm_fmix64(h2);
+    h1 = mmfs_fmix64(h1);
+    h2 = mmfs_fmix64(h2);
     h1 += h2;
     h2 += h1;
     out[0] = h1;
@@ -328,8 +303,8 @@ static inline mmfs_mm128_t mmfs_mm128_start(uint32_t seed, const uint8_t *prefix
     s.h1 = seed;
     s.h2 = seed;
     for (int64_t i = 0; i + 16 <= plen; i += 16)
-        mmfs_mm128_block(&s.h1, &s.h2, mmfs_mm_read64le(prefix + i),
-                         mmfs_mm_read64le(prefix + i + 8));
+        mmfs_mm128_block(&s.h1, &s.h2, mmfs_read64le(prefix + i),
+                         mmfs_read64le(prefix + i + 8));
     s.len = (uint64_t)plen;
     return s;
 }
@@ -338,7 +313,7 @@ static inline void mmfs_mm128_bytes(mmfs_mm128_t s, const uint8_t *p, int64_t le
     uint64_t h1 = s.h1, h2 = s.h2, k1 = 0, k2 = 0;
     int64_t nb = len >> 4;
     for (int64_t i = 0; i < nb; i++)
-        mmfs_mm128_block(&h1, &h2, mmfs_mm_read64le(p + 16 * i), mmfs_mm_read64le(p + 16 * i + 8));
+        mmfs_mm128_block(&h1, &h2, mmfs_read64le(p + 16 * i), mmfs_read64le(p + 16 * i + 8));
     const uint8_t *t = p + 16 * nb;
     int tail = (int)(len & 15);
     for (int i = tail - 1; i >= 8; i--) k2 = (k2 << 8) | t[i];
