@@ -615,9 +615,9 @@ def test_kernel_positions_and_variants_are_checked(served: Any) -> None:
     with pytest.raises(ValueError, match="variant"):
         snap.table.get_int(q, rows, plan.fields, out, 1, None, np.zeros(2, np.int8))
     with pytest.raises(ValueError, match="outside"):
-        snap.table.gather_at(rows, np.array([0, 9]), plan.fields, out, 1)
-    with pytest.raises(ValueError, match="one position"):
-        snap.table.gather_at(rows, np.array([0]), plan.fields, out, 1)
+        snap.table.gather_plan(rows, plan.fields, out, 1, np.array([0, 9]))
+    with pytest.raises(ValueError, match="one record position"):
+        snap.table.gather_plan(rows, plan.fields, out, 1, np.array([0]))
     with pytest.raises(ValueError, match="set_variants"):
         plan.fields.set_variants(np.zeros(0, np.int64), np.zeros(0, np.int64))
     with pytest.raises(ValueError, match="negative"):

@@ -1137,7 +1137,7 @@ class FeatureGroup:
             else:  # a pinned version: read through the history, as of the end of time
                 t = _END_OF_TIME if times is None else times[idx]
                 r = self._rows_of(csnap, arr[idx], t, n_threads)
-            csnap.table.gather_at(r, idx, plan.fields, flat, _threads(idx.size, n_threads))
+            csnap.table.gather_plan(r, plan.fields, flat, _threads(idx.size, n_threads), idx)
             rows[idx] = r
         found = rows >= 0
         return FeatureBatch(snap, plan0, keys, block, rows, found, bool(found.all()))

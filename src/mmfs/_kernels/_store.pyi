@@ -91,10 +91,12 @@ class RowTable:
     def get_one_int(self, key: int, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
     def get_one_str(self, key: bytes, plan: FieldPlan) -> tuple[int, np.ndarray | None]: ...
     def gather_plan(
-        self, rows: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
-    ) -> None: ...
-    def gather_at(
-        self, rows: np.ndarray, at: np.ndarray, plan: FieldPlan, out: np.ndarray, n_threads: int
+        self,
+        rows: np.ndarray,
+        plan: FieldPlan,
+        out: np.ndarray,
+        n_threads: int,
+        at: np.ndarray | None = None,
     ) -> None: ...
 
 def gather_sparse(

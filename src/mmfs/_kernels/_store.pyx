@@ -582,10 +582,15 @@ cdef class RowTable:
         return block
 
     def gather_plan(self, const int64_t[::1] rows, FieldPlan plan, uint8_t[::1] out,
-                    int n_threads):
+                    int n_threads, const int64_t[::1] at=None):
         """Copy the plan's fields of every row (-1: zeros) into out, len(rows) *
-        plan.row_bytes bytes."""
+        plan.row_bytes bytes; with ``at``, row j into record at[j] instead (each checked
+        to lie in out: a read that serves keys from several plans, experiment arms,
+        fills one block with a call per plan)."""
         cdef Py_ssize_t n = rows.shape[0], i
+        if at is None and out.shape[0] < n * plan.row_bytes:
+            raise ValueError("gather_plan: row_bytes of out per row")
+        cdef const int64_t *a = _positions(at, n, out.shape[0], plan.row_bytes)
         if n == 0:
             return
         cdef const int64_t *r = &rows[0]
@@ -598,47 +603,14 @@ cdef class RowTable:
                         ahead = r[i + AHEAD]
                         if 0 <= ahead < self.n_rows:
                             self.prefetch(ahead)
-                    self.copy_row(r[i], o + i * rb, plan)
+                    self.copy_row(r[i], o + (a[i] if a != NULL else i) * rb, plan)
         else:
             for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
                 if i + AHEAD < n:
                     ahead = r[i + AHEAD]
                     if 0 <= ahead < self.n_rows:
                         self.prefetch(ahead)
-                self.copy_row(r[i], o + i * rb, plan)
-
-    def gather_at(self, const int64_t[::1] rows, const int64_t[::1] at, FieldPlan plan,
-                  uint8_t[::1] out, int n_threads):
-        """gather_plan into chosen records: row rows[j] (-1: zeros) to out record at[j]
-        (each in [0, len(out) / row_bytes), checked).  A read that serves keys from
-        several plans (experiment variants) fills one block with a call per plan."""
-        cdef Py_ssize_t n = rows.shape[0], i
-        cdef int64_t rb = plan.row_bytes, ahead, cap = out.shape[0] // rb if rb else 0
-        if at.shape[0] != n:
-            raise ValueError("gather_at: one position per row")
-        for i in range(n):
-            if not 0 <= at[i] < cap:
-                raise ValueError(f"gather_at: position {at[i]} outside the block")
-        if n == 0 or rb == 0:
-            return
-        cdef const int64_t *r = &rows[0]
-        cdef const int64_t *a = &at[0]
-        cdef uint8_t *o = &out[0]
-        if n_threads <= 1 or n <= CHUNK:
-            with nogil:
-                for i in range(n):
-                    if i + AHEAD < n:
-                        ahead = r[i + AHEAD]
-                        if 0 <= ahead < self.n_rows:
-                            self.prefetch(ahead)
-                    self.copy_row(r[i], o + a[i] * rb, plan)
-        else:
-            for i in prange(n, nogil=True, schedule="static", num_threads=n_threads):
-                if i + AHEAD < n:
-                    ahead = r[i + AHEAD]
-                    if 0 <= ahead < self.n_rows:
-                        self.prefetch(ahead)
-                self.copy_row(r[i], o + a[i] * rb, plan)
+                self.copy_row(r[i], o + (a[i] if a != NULL else i) * rb, plan)
 
     # -- many keys -----------------------------------------------------------------------
 
