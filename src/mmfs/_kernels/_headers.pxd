@@ -1,7 +1,8 @@
-# Declarations shared by the dense kernels (_dense.pyx, _select.pyx): the C headers they
-# include, and thin fused-type wrappers that pick the float or double version.
+# Declarations shared by the dense kernels (_dense.pyx, _select.pyx, _lsh.pyx): the C headers
+# they include, thin fused-type wrappers that pick the float or double version, and the
+# bounded (distance, index) max-heap that every top-k selection uses.
 
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 
 ctypedef fused real_t:
     float
@@ -73,3 +74,73 @@ cdef inline void gemm_tile(const real_t *A, Py_ssize_t ma, const real_t *B, Py_s
         mmfs_gemm_tile_f32(A, ma, B, mb, K, C, ldc, avx2)
     else:
         mmfs_gemm_tile_f64(A, ma, B, mb, K, C, ldc, avx2)
+
+
+cdef inline bint key_lt(double d1, int64_t i1, double d2, int64_t i2) noexcept nogil:
+    """(d1, i1) < (d2, i2): by distance, NaN last, then by index."""
+    if d1 != d1:
+        return d2 != d2 and i1 < i2
+    if d2 != d2:
+        return True
+    return d1 < d2 or (d1 == d2 and i1 < i2)
+
+
+cdef inline void heap_push(double *hd, int64_t *hi, int64_t *hn, Py_ssize_t k,
+                           double d, int64_t idx) noexcept nogil:
+    """Offer (d, idx) to a max-heap of capacity k."""
+    cdef Py_ssize_t pos, child, parent, n = hn[0]
+    if n < k:
+        pos = n
+        hn[0] = n + 1
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            if key_lt(hd[parent], hi[parent], d, idx):
+                hd[pos] = hd[parent]
+                hi[pos] = hi[parent]
+                pos = parent
+            else:
+                break
+        hd[pos] = d
+        hi[pos] = idx
+        return
+    if not key_lt(d, idx, hd[0], hi[0]):
+        return
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and key_lt(hd[child], hi[child], hd[child + 1], hi[child + 1]):
+            child += 1
+        if key_lt(d, idx, hd[child], hi[child]):
+            hd[pos] = hd[child]
+            hi[pos] = hi[child]
+            pos = child
+        else:
+            break
+    hd[pos] = d
+    hi[pos] = idx
+
+
+cdef inline bint heap_rejects(const double *hd, const int64_t *hi, int64_t n, Py_ssize_t k,
+                              double lower) noexcept nogil:
+    """True when a full heap's worst entry is strictly better than `lower`."""
+    return n == k and hd[0] == hd[0] and lower > hd[0]
+
+
+cdef inline double _pair(const mmfs_metric_t *mt, const real_t *a, const real_t *b,
+                         Py_ssize_t K, double ia, double ib,
+                         double *scratch) noexcept nogil:
+    """One exact distance, rounded to the input precision like every stored distance."""
+    if real_t is float:
+        return <float>mmfs_pair_f32(mt, a, b, K, ia, ib, scratch)
+    else:
+        return mmfs_pair_f64(mt, a, b, K, ia, ib, scratch)
+
+
+cdef inline mmfs_metric_t _metric(int metric, double p, const double[::1] W) noexcept:
+    cdef mmfs_metric_t mt
+    mt.metric = metric
+    mt.p = p
+    mt.w = &W[0] if W.shape[0] > 0 else NULL
+    return mt
