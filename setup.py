@@ -24,7 +24,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["_config", "_dense", "_select", "_sparse", "_bits", "_hash", "_store", "_assign"]
+KERNELS = ["_config", "_dense", "_select", "_sparse", "_bits", "_hash", "_store", "_assign", "_lsh"]
 
 
 def _flag(name: str) -> bool:
