@@ -10,6 +10,8 @@ Files of a group (in ``<store>/groups/g<id>/``; ``<gen>`` is a 12-digit generati
   cat-<feature>-<gen>-<array>.mmfs a category dictionary (a str key index: code = slot)
   quant-<feature>-<gen>.mmfs       int8 scale and offset (float32 [2, dim])
   sp-<feature>-idx/val-NNNNNN.mmfs sparse element arenas (int32 indices, float32 values)
+  lshp-<feature>-<gen>.mmfs, lsh@<gen>-<feature>-p/r-NNNNNN.mmfs
+                                   an lsh index: projections and codes (mmfs.index.lsh)
 
 The manifest of a generation names which ``<gen>`` of each file is current and how many
 rows, slots, pages and sparse elements are committed; nothing else is trusted.
@@ -27,6 +29,7 @@ publishes a manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator, Mapping
@@ -38,7 +41,7 @@ import scipy.sparse as sp
 
 from mmfs._config import PARALLEL_GRAIN, effective_n_threads, threads_for
 from mmfs._kernels import _assign, _store
-from mmfs._times import one_ns, to_ns
+from mmfs._times import now_ns, one_ns, to_ns
 from mmfs.budget import MemoryBudget, Reservation
 from mmfs.errors import (
     CorruptStoreError,
@@ -50,6 +53,17 @@ from mmfs.errors import (
 from mmfs.experiments.catalog import assign_codes
 from mmfs.experiments.hashing import as_keys, n_threads_for
 from mmfs.featurebatch import FeatureBatch, compute
+from mmfs.index import search as _search
+from mmfs.index.lsh import (
+    IndexDef,
+    LshFiles,
+    check,
+    codes_of,
+    projections,
+    read_projection,
+    thresholds,
+    write_projection,
+)
 from mmfs.schema import Category, Dense, FeatureType, Scalar, Sparse, layout
 from mmfs.storage.arena import Arena, seg_bits_for
 from mmfs.storage.fileformat import open_array, write_array_file
@@ -130,6 +144,8 @@ class GroupMeta:
     #: per feature: created_ns, definition (the one that gave it its type), description,
     #: owner, tags, derived (None, or how it was computed: see mmfs.lineage)
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: feature -> its similarity index (mmfs.index)
+    indexes: dict[str, IndexDef] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +169,7 @@ class GroupMeta:
             "history": [list(run) for run in self.history],
             "definition": self.definition,
             "info": self.info,
+            "indexes": {f: idx.to_json() for f, idx in self.indexes.items()},
         }
 
 
@@ -170,6 +187,9 @@ class GroupFiles:
         )  # fmt: skip
         self._page_bits = seg_bits_for(8 << PAGE_BITS, segment_bytes)
         self._pages: dict[int, Arena] = {}
+        self.segment_bytes = segment_bytes
+        self._lsh: dict[tuple[str, int], LshFiles] = {}
+        self._projections: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.sparse: dict[str, tuple[Arena, Arena]] = {}
         for name, ftype in meta.features.items():
             if isinstance(ftype, Sparse):
@@ -187,6 +207,24 @@ class GroupFiles:
             self._pages[base] = arena
         return arena
 
+    def lsh_files(self, feature: str, idx: IndexDef) -> LshFiles:
+        """The code arenas of an lsh index."""
+        files = self._lsh.get((feature, idx.gen))
+        if files is None:
+            files = self._lsh[(feature, idx.gen)] = LshFiles(
+                self.directory, feature, idx, self.segment_bytes
+            )
+        return files
+
+    def projection(self, feature: str, idx: IndexDef, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P, t) of an lsh index, mapped once."""
+        pt = self._projections.get((feature, idx.gen))
+        if pt is None:
+            pt = self._projections[(feature, idx.gen)] = read_projection(
+                self.directory, feature, idx, dim
+            )
+        return pt
+
     def page_bases(self) -> list[int]:
         return list(self._pages)
 
@@ -199,6 +237,8 @@ class GroupFiles:
         out = [self.rows, *self._pages.values()]
         for a, b in self.sparse.values():
             out += [a, b]
+        for lsh in self._lsh.values():
+            out += lsh.arenas()
         return out
 
     def path(self, name: str) -> str:
@@ -481,6 +521,9 @@ class _Snapshot:
         self.gen = gen  # the generation read (a pinned snapshot: a sentinel)
         self.budget = budget
         self._reservations: dict[str, Reservation] = {}
+        #: what searches of this snapshot keep (mmfs.index.search): current rows, bitmaps,
+        #: kd-trees, lsh readers
+        self.search_cache: dict[Any, Any] = {}
         self.files = files
         self.features = meta.features
         self.str_keys = meta.key_type == "str"
@@ -705,6 +748,7 @@ class _Snapshot:
         self._reservations.clear()
         self._categories.clear()
         self.transformed.clear()
+        self.search_cache.clear()
         return freed
 
     def cached_outputs(self, post: _Post) -> tuple[np.ndarray, list[np.ndarray]] | None:
@@ -1239,6 +1283,135 @@ class FeatureGroup:
             plan = snap.arm_plans[key] = _build_plan(snap, entries)
         return plan
 
+    # -- similarity search (mmfs.index) ---------------------------------------------------
+
+    def indexes(self) -> dict[str, IndexDef]:
+        """The group's indexes by feature (as its newest definition has them; a writer
+        sees the ones it created before they are committed)."""
+        return dict(self._meta().indexes)
+
+    def create_index(
+        self,
+        feature: str,
+        kind: str = "lsh",
+        metric: str = "cosine",
+        *,
+        bits: int = 256,
+        seed: int = 0,
+        candidates: int | None = None,
+        n_threads: int | None = None,
+    ) -> IndexDef:
+        """Define a similarity index over a vector feature, published by the next commit.
+
+        ``kind="lsh"``: sign-random-projection codes of ``bits`` bits (seeded Gaussian
+        projections) for ``metric`` "cosine", "inner_product" or "euclidean"; a search
+        scans the codes and re-ranks ``candidates`` rows exactly (default 1000).  The
+        codes of the rows written so far are computed now, those of later writes by
+        each write.  ``kind="exact"``: every search scans every row.  ``kind="kdtree"``:
+        scipy's cKDTree for low-dimensional dense data ("euclidean", "cityblock",
+        "chebyshev", "minkowski"), built by each process at its first search of a
+        version.  Creating an index again replaces it.  Refused while the group has
+        uncommitted writes.
+        """
+        store = self._store
+        store._check_writable()
+        meta = self._meta()
+        pending = store._pendings.get(self.name)
+        if pending is not None and pending.written:
+            raise ParameterError(
+                f"group {self.name!r} has uncommitted writes: commit or roll back first"
+            )
+        if not isinstance(feature, str) or feature not in meta.features:
+            raise ParameterError(
+                f"group {self.name!r} has no feature {feature!r}: {list(meta.features)}"
+            )
+        ftype = meta.features[feature]
+        check(kind, metric, bits if kind == "lsh" else 0, seed, candidates, ftype)
+        idx = IndexDef(
+            kind, metric, bits if kind == "lsh" else 0, seed, store._gen + 1, 0, now_ns(),
+            candidates,
+        )  # fmt: skip
+        if kind == "lsh":
+            idx = _build_lsh(self, feature, idx, effective_n_threads(n_threads))
+        meta.indexes[feature] = idx
+        return idx
+
+    def drop_index(self, feature: str) -> None:
+        """Remove the index of ``feature`` (published by the next commit)."""
+        self._store._check_writable()
+        meta = self._meta()
+        if meta.indexes.pop(feature, None) is None:
+            raise NotFoundError(f"group {self.name!r} has no index on {feature!r}")
+
+    def search(
+        self,
+        feature: str,
+        queries: Any,
+        k: int = 10,
+        *,
+        version: int | str | None = None,
+        filter: Any = None,
+        candidates: int | None = None,
+        metric: Any = None,
+        n_threads: int | None = None,
+        **metric_kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """The k nearest keys to each query by ``feature``, and their distances.
+
+        One query (1-D) gives (keys (k,), distances (k,)); a batch gives (n, k) arrays.
+        Searches the feature's index (exact without one) over the keys of ``version``
+        (default: the newest), restricted by ``filter`` (a boolean mask in key order, or
+        keys).  ``metric`` re-ranks candidates (default: the index's; any metric of
+        :func:`mmfs.cdist`, custom ones included); ``candidates``: rows an lsh index
+        re-ranks exactly per query.  Ordered by distance, ties by the order keys were
+        first written; k shrinks to the number of keys searched.
+        """
+        return _search.search(
+            self, feature, queries, k, version=version, filter=filter, candidates=candidates,
+            metric=metric, n_threads=n_threads, kwargs=metric_kwargs,
+        )  # fmt: skip
+
+    def search_radius(
+        self,
+        feature: str,
+        queries: Any,
+        r: float,
+        *,
+        version: int | str | None = None,
+        filter: Any = None,
+        candidates: int | None = None,
+        metric: Any = None,
+        n_threads: int | None = None,
+        **metric_kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """Every key within distance ``r`` (inclusive) of each query: (keys, distances)
+        for one query, two lists of arrays for a batch, each ordered as by search().  An
+        lsh index finds them among its candidates (approximate); exact and kdtree
+        indexes find all."""
+        return _search.search_radius(
+            self, feature, queries, r, version=version, filter=filter, candidates=candidates,
+            metric=metric, n_threads=n_threads, kwargs=metric_kwargs,
+        )  # fmt: skip
+
+    def evaluate_index(
+        self,
+        feature: str,
+        queries: Any,
+        k: int = 10,
+        *,
+        version: int | str | None = None,
+        filter: Any = None,
+        candidates: int | None = None,
+        metric: Any = None,
+    ) -> dict[str, Any]:
+        """Recall@k of the feature's index against exact search of the same keys for
+        these queries, with the time per query of both: the way to tune ``bits`` and
+        ``candidates`` on one's own data."""
+        return _search.evaluate(
+            self, feature, queries, k, version=version, filter=filter, candidates=candidates,
+            metric=metric,
+        )  # fmt: skip
+
     def iter_batches(
         self,
         keys: Any = None,
@@ -1636,6 +1809,11 @@ class FeatureGroup:
                     value, cat_new[name] = value
                 _put(records, offsets[name], value)
             files.rows.write(pending.n_rows, records, durable=store._durable)
+            for fname, idx in meta.indexes.items():
+                if idx.kind == "lsh":
+                    P, t = files.projection(fname, idx, meta.features[fname].width)
+                    codes = codes_of(encoded[fname], P, t, _threads(n, None))
+                    files.lsh_files(fname, idx).write(pending.n_rows, codes, durable=store._durable)
             # Everything is on its way to disk: now the bookkeeping, which cannot fail.
             first_row = pending.n_rows
             pending.n_rows += n
@@ -1990,3 +2168,35 @@ def _reopen_group(path: str, name: str, version: int | None = None) -> FeatureGr
     from mmfs.store import open as open_store
 
     return open_store(path, mode="r").group(name, version=version)
+
+
+_INDEX_CHUNK: Final = 1 << 16
+
+
+def _build_lsh(group: FeatureGroup, feature: str, idx: IndexDef, n_threads: int) -> IndexDef:
+    """Write the projections of a new lsh index and the codes of every committed row."""
+    store = group._store
+    files = store._files(group.name)
+    ftype = group._meta().features[feature]
+    committed = store._committed(group.name)
+    n_rows = committed.n_rows if committed is not None else 0
+    snap = store._snapshot(group.name) if n_rows else None
+    P = projections(ftype.width, idx.bits, idx.seed)
+    mean = None
+    if idx.metric == "euclidean" and snap is not None:
+        current = _search.slot_rows(snap)
+        current = current[current >= 0]
+        total = np.zeros(ftype.width, dtype=np.float64)
+        for lo in range(0, current.shape[0], _INDEX_CHUNK):
+            V = _search._values(group, snap, current[lo : lo + _INDEX_CHUNK], feature)
+            total += np.asarray(V.sum(axis=0), dtype=np.float64).reshape(-1)
+        mean = total / max(1, current.shape[0])
+    t = thresholds(P, mean)
+    write_projection(files.directory, feature, idx.gen, P, t, store._durable)
+    codes_files = files.lsh_files(feature, idx)
+    for lo in range(0, n_rows, _INDEX_CHUNK):
+        assert snap is not None
+        rows = np.arange(lo, min(n_rows, lo + _INDEX_CHUNK), dtype=np.int64)
+        V = _search._values(group, snap, rows, feature)
+        codes_files.write(lo, codes_of(V, P, t, n_threads), durable=store._durable)
+    return dataclasses.replace(idx, n_rows=n_rows)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import os
 import re
@@ -69,6 +70,7 @@ from mmfs.group import (
     hist_name,
     hmin_name,
 )
+from mmfs.index.lsh import IndexDef
 from mmfs.schema import Dense, check_name, check_schema, feature_from_json, layout
 from mmfs.storage.fileformat import (
     HEADER_SIZE,
@@ -89,10 +91,12 @@ HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 _GEN_FILE_RE: Final = re.compile(
-    r"(?:dir|kidx|hist|hmin|cat-\w+?|quant-\w+?|pages@)-?(\d{12})(?:-\w+)?\.mmfs"
+    r"(?:dir|kidx|hist|hmin|cat-\w+?|quant-\w+?|pages@|lshp-\w+?|lsh@)-?(\d{12})(?:-\w+)*\.mmfs"
 )
 _SUPERSEDED_RE: Final = re.compile(r"(kidx|dir|hist|hmin|cat-\w+?)-(\d{12})(?:-(\w+))?\.mmfs")
 _PAGES_RE: Final = re.compile(r"pages(?:@(\d{12}))?-\d{6}\.mmfs")
+#: an lsh index's projections or code segments: (feature, generation that created it)
+_LSH_RE: Final = re.compile(r"lshp-(\w+)-(\d{12})\.mmfs|lsh@(\d{12})-(\w+)-[pr]-\d{6}\.mmfs")
 _MAX_RETRIES: Final = 8
 _MAX_PINNED: Final = 64  # snapshots of pinned versions kept open (least recently used out)
 _PINNED: Final = (1 << 64) - 1  # the generation of a pinned snapshot: never stale
@@ -259,6 +263,15 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
         meta.history = [(r[0], r[1], r[2]) for r in history]
         meta.definition = _int(doc, "definition", src)
         meta.info = lineage.check_info(doc["info"], features, src)
+        indexes = doc.get("indexes", {})  # manifests before issue 8 have none
+        if not isinstance(indexes, dict) or not set(indexes) <= set(features):
+            raise CorruptStoreError(f"{src}: indexes must map features to index definitions")
+        meta.indexes = {
+            f: IndexDef.from_json(d, features[f], f"{src} index {f!r}") for f, d in indexes.items()
+        }
+        for f, idx in meta.indexes.items():
+            if idx.kind == "lsh" and idx.n_rows != meta.n_rows:
+                raise CorruptStoreError(f"{src}: the index of {f!r} does not code every row")
         if sum(r[2] for r in history) != meta.n_rows:
             raise CorruptStoreError(f"{src}: its history runs do not hold every row once")
     except KeyError as exc:
@@ -410,6 +423,9 @@ class Store:
                 n = meta.sparse_elems[name]
                 ia.remove_segments_from(ia.segments_for(n))
                 va.remove_segments_from(va.segments_for(n))
+            for name, idx in meta.indexes.items():
+                if idx.kind == "lsh":
+                    files.lsh_files(name, idx).remove_from(idx.n_rows)
         if int(self._head[0]) != gen:
             self._write_head(gen)
 
@@ -1176,6 +1192,7 @@ class Store:
             pending = self._pendings.get(name)
             if pending is not None and pending.written:
                 self._commit_group(name, meta, pending, gen)
+            self._commit_indexes(name, meta)
             new[name] = meta
         retired = dict(self._retired)
         for meta in self._dropped:
@@ -1210,9 +1227,19 @@ class Store:
                 self._delete_group_files(meta.id)
         for name, meta in new.items():
             previous = old_groups.get(name)
-            if self._pendings.get(name) is not None and previous and previous.id == meta.id:
+            changed = self._pendings.get(name) is not None or (
+                previous is not None and previous.indexes != meta.indexes)  # fmt: skip
+            if changed and previous and previous.id == meta.id:
                 self._remove_superseded(meta, previous)
         return gen
+
+    def _commit_indexes(self, name: str, meta: GroupMeta) -> None:
+        """The lsh codes written with the rows are published with them."""
+        for f, idx in meta.indexes.items():
+            if idx.kind == "lsh" and idx.n_rows != meta.n_rows:
+                if self._durable:
+                    self._files(name).lsh_files(f, idx).flush(idx.n_rows, meta.n_rows)
+                meta.indexes[f] = dataclasses.replace(idx, n_rows=meta.n_rows)
 
     def _delete_group_files(self, group_id: int) -> None:
         files = self._files_by_id.pop(group_id, None)
@@ -1238,9 +1265,14 @@ class Store:
             keep[f"cat-{n}"] = {g, previous.categories.get(n)}
         bases = {m.pages_base for m in both}
         files = self._files_of(meta)
+        indexes = {(f, idx.gen) for m in both for f, idx in m.indexes.items()}
         for f in os.listdir(files.directory):
             m = _SUPERSEDED_RE.fullmatch(f)
-            if m is not None:
+            lsh = _LSH_RE.fullmatch(f)
+            if lsh is not None:
+                feature, g = lsh.group(1) or lsh.group(4), int(lsh.group(2) or lsh.group(3))
+                stale = (feature, g) not in indexes
+            elif m is not None:
                 kind, gen, part = m.group(1), int(m.group(2)), m.group(3)
                 stale = (gen, part) not in keep[kind] if kind in ("hist", "hmin") else (
                     gen not in keep.get(kind, (gen,)))  # fmt: skip

@@ -1,0 +1,234 @@
+"""Index definitions and the sign-random-projection codes of an LSH index.
+
+An index is part of its group's definition: the manifest's ``indexes`` entry maps a
+vector feature to an :class:`IndexDef` (strict JSON, checked field by field when the
+manifest is read).  Three kinds exist:
+
+* ``exact``: no files; a search scans every row (the reference).
+* ``kdtree``: no files; each process builds a ``scipy.spatial.cKDTree`` over the rows of
+  the version it searches, once, charged to the memory budget.
+* ``lsh``: a projection file and one code per row, in the group directory:
+
+    lshp-<feature>-<gen>.mmfs        float32 [d + 1, B]: P (d x B), then the thresholds t
+    lsh@<gen>-<feature>-p-NNNNNN.mmfs arena of uint64: word 0 of every row's code
+    lsh@<gen>-<feature>-r-NNNNNN.mmfs arena of uint64 [W - 1]: the other words
+
+  ``<gen>`` is the generation that created the index, so an index created again never
+  writes over files a reader may hold.  Codes are computed by ``mmfs._kernels._lsh``
+  (bit b of a row: the float32 sum of x_j * P[j, b] over j in order, > t_b; see
+  mmfs_lsh.h) for the rows that exist when the index is created, and by every later
+  write for its own rows; the commit publishes them with the rows (``n_rows``).
+  P is ``numpy.random.default_rng(seed).standard_normal((d, B), dtype=float32)``; t is
+  0 for cosine and inner product, and P's projection of the rows' mean for euclidean
+  (the codes then split the data around its centre, not around the origin).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmfs._kernels import _lsh
+from mmfs.errors import CorruptStoreError, ParameterError
+from mmfs.schema import Dense, FeatureType, Sparse
+from mmfs.storage.arena import Arena, seg_bits_for
+from mmfs.storage.fileformat import open_array, write_array_file
+
+__all__ = ["IndexDef", "LshFiles", "codes_of", "projections"]
+
+KINDS: Final = ("lsh", "exact", "kdtree")
+LSH_METRICS: Final = ("cosine", "inner_product", "euclidean")
+#: scipy's cKDTree serves these (the value: its Minkowski p; None: given at search time)
+KDTREE_METRICS: Final = {"euclidean": 2.0, "cityblock": 1.0, "chebyshev": np.inf, "minkowski": None}
+MAX_BITS: Final = 4096
+_FIELDS: Final = {
+    "kind": str, "metric": str, "bits": int, "seed": int, "gen": int, "n_rows": int,
+    "created_ns": int, "candidates": (int, type(None)),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    """One index of a group, as its manifest records it."""
+
+    kind: str
+    metric: str
+    bits: int  # lsh: code length (a multiple of 64); other kinds: 0
+    seed: int
+    gen: int  # the generation that created it (names its files)
+    n_rows: int  # lsh: rows that have a code (all of the group's committed rows)
+    created_ns: int
+    candidates: int | None  # lsh: rows re-ranked exactly per query (None: the default)
+
+    @property
+    def words(self) -> int:
+        return self.bits // 64
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any, ftype: FeatureType | None, src: str) -> IndexDef:
+        if not isinstance(doc, dict) or set(doc) != set(_FIELDS):
+            raise CorruptStoreError(f"{src}: an index must have the fields {sorted(_FIELDS)}")
+        for name, kind in _FIELDS.items():
+            if not isinstance(doc[name], kind) or isinstance(doc[name], bool):
+                raise CorruptStoreError(f"{src}: index field {name!r} is {doc[name]!r}")
+        idx = cls(**doc)
+        try:
+            check(idx.kind, idx.metric, idx.bits, idx.seed, idx.candidates, ftype)
+        except ParameterError as exc:
+            raise CorruptStoreError(f"{src}: {exc}") from None
+        if idx.gen < 0 or idx.n_rows < 0 or (idx.kind != "lsh" and idx.n_rows):
+            raise CorruptStoreError(f"{src}: index counts out of range")
+        return idx
+
+
+def is_vector(ftype: Any) -> bool:
+    """True for the features similarity search serves: float vectors, dense or sparse."""
+    return isinstance(ftype, Sparse) or (isinstance(ftype, Dense) and ftype.dtype != "bool")
+
+
+def check(
+    kind: Any, metric: Any, bits: Any, seed: Any, candidates: Any, ftype: FeatureType | None
+) -> None:
+    """Refuse an index definition that cannot work, saying why."""
+    if kind not in KINDS:
+        raise ParameterError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if not is_vector(ftype):
+        raise ParameterError(
+            f"an index needs a dense or sparse float vector feature, got {ftype!r}"
+        )
+    for name, v in (("seed", seed), ("bits", bits)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ParameterError(f"{name} must be a non-negative integer, got {v!r}")
+    if candidates is not None and (
+        not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1
+    ):
+        raise ParameterError(f"candidates must be a positive integer or None, got {candidates!r}")
+    if kind == "lsh":
+        if metric not in LSH_METRICS:
+            raise ParameterError(
+                f"an lsh index serves the metrics {list(LSH_METRICS)}, got {metric!r} "
+                "(any metric can re-rank at search time: search(..., metric=...))"
+            )
+        if bits < 64 or bits % 64 or bits > MAX_BITS:
+            raise ParameterError(f"bits must be a multiple of 64 in [64, {MAX_BITS}], got {bits}")
+        if isinstance(ftype, Dense) and ftype.dtype == "int8":
+            raise ParameterError(
+                "an lsh index reads float32, float16 or sparse vectors; for an int8 feature "
+                "use kind='exact'"
+            )
+    elif kind == "kdtree":
+        if metric not in KDTREE_METRICS:
+            raise ParameterError(
+                f"a kdtree index serves the metrics {list(KDTREE_METRICS)}, got {metric!r}"
+            )
+        if isinstance(ftype, Sparse):
+            raise ParameterError("a kdtree index needs a dense feature (scipy's cKDTree)")
+    elif not isinstance(metric, str):
+        raise ParameterError(f"metric must be a metric name, got {metric!r}")
+
+
+def projections(dim: int, bits: int, seed: int) -> np.ndarray:
+    """The projection matrix P (float32, dim x bits) of an lsh index."""
+    return np.random.default_rng(seed).standard_normal((dim, bits), dtype=np.float32)
+
+
+def thresholds(P: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """t_b = mean . P[:, b] (float64, rounded to float32); zeros without a mean."""
+    if mean is None:
+        return np.zeros(P.shape[1], dtype=np.float32)
+    return (mean.astype(np.float64) @ P.astype(np.float64)).astype(np.float32)
+
+
+def codes_of(
+    values: Any, P: np.ndarray, t: np.ndarray, n_threads: int, sums: np.ndarray | None = None
+) -> np.ndarray:
+    """The codes (uint64, n x W) of rows given as a dense array or a CSR matrix; ``sums``
+    (float32, n x B), when given, receives the projections themselves."""
+    W = P.shape[1] // 64
+    if sp.issparse(values):
+        csr = sp.csr_matrix(values, dtype=np.float32)
+        if not csr.has_sorted_indices:
+            csr = csr.sorted_indices()
+        out = np.empty((len(csr.indptr) - 1, W), dtype=np.uint64)
+        _lsh.srp_csr(
+            csr.indptr.astype(np.int64), csr.indices.astype(np.int32, copy=False),
+            csr.data, P, t, out, n_threads, sums,
+        )  # fmt: skip
+        return out
+    X = np.ascontiguousarray(values)
+    if X.dtype != np.float64:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    out = np.empty((X.shape[0], W), dtype=np.uint64)
+    _lsh.srp_dense(X, P, t, out, n_threads, sums)
+    return out
+
+
+def projection_path(directory: str, feature: str, gen: int) -> str:
+    return os.path.join(directory, f"lshp-{feature}-{gen:012d}.mmfs")
+
+
+def write_projection(
+    directory: str, feature: str, gen: int, P: np.ndarray, t: np.ndarray, durable: bool
+) -> None:
+    write_array_file(
+        projection_path(directory, feature, gen), np.vstack([P, t[None, :]]), "META",
+        durable=durable,
+    )  # fmt: skip
+
+
+def read_projection(
+    directory: str, feature: str, idx: IndexDef, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P, t) of an lsh index, mapped from its file and checked."""
+    path = projection_path(directory, feature, idx.gen)
+    a = open_array(path, "META")
+    if a.dtype != np.float32 or a.shape != (dim + 1, idx.bits):
+        raise CorruptStoreError(
+            f"{path}: projections of dtype {a.dtype} and shape {a.shape}, expected float32 "
+            f"({dim + 1}, {idx.bits})"
+        )
+    return a[:dim], a[dim]
+
+
+class LshFiles:
+    """The two code arenas of one lsh index (both with the same elements per segment,
+    which the scan kernel relies on)."""
+
+    def __init__(self, directory: str, feature: str, idx: IndexDef, segment_bytes: int) -> None:
+        W = idx.words
+        bits = seg_bits_for(8 * W, segment_bytes)
+        stem = f"lsh@{idx.gen:012d}-{feature}"
+        self.prefix = Arena(directory, f"{stem}-p", np.uint64, None, bits)
+        self.rest = Arena(directory, f"{stem}-r", np.uint64, W - 1, bits) if W > 1 else None
+        self.seg_bits = bits
+
+    def arenas(self) -> list[Arena]:
+        return [self.prefix] if self.rest is None else [self.prefix, self.rest]
+
+    def write(self, start: int, codes: np.ndarray, durable: bool) -> None:
+        self.prefix.write(start, np.ascontiguousarray(codes[:, 0]), durable=durable)
+        if self.rest is not None:
+            self.rest.write(start, np.ascontiguousarray(codes[:, 1:]), durable=durable)
+
+    def flush(self, start: int, stop: int) -> None:
+        for a in self.arenas():
+            a.flush(start, stop)
+
+    def remove_from(self, n_rows: int) -> None:
+        for a in self.arenas():
+            a.remove_segments_from(a.segments_for(n_rows))
+
+    def addresses(self, n_rows: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        pa, pm = self.prefix.addresses(n_rows)
+        if self.rest is None:
+            return pa, np.zeros(0, dtype=np.intp), pm
+        ra, rm = self.rest.addresses(n_rows)
+        return pa, ra, pm + rm
