@@ -39,6 +39,12 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "coverage 20% -> 95%: 0 assigned keys moved" in out
     assert "10.0% of keys changed arm (the minimum is 10%)" in out
     assert "treatment served scale@2: True" in out
+    assert "[similarity search] an LSH index" in out
+    assert "built 256-bit codes for 3,000 rows" in out
+    assert "recall@10 against exact search: 1.000" in out
+    assert "found at commit: True" in out
+    assert "does not have it: True" in out
+    assert "every answer among them: True" in out
     assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
     assert "16 queries, k=10:" in out
@@ -65,9 +71,10 @@ def test_demo_keeps_a_store_at_path(capsys: pytest.CaptureFixture[str], tmp_path
     capsys.readouterr()
     with mmfs.open(path, mode="r") as store:
         users = store["users"]
-        assert len(users) == 400
+        assert len(users) == 401  # the similarity-search part writes one user
         assert users.features[-2:] == ["embedding", "country"]
-        assert store.verify() == {"users": 400}
+        assert store.verify() == {"users": 401}
+        assert users.indexes()["embedding"].kind == "lsh"
 
 
 def test_info(capsys: pytest.CaptureFixture[str]) -> None:

@@ -335,6 +335,54 @@ def _tour_versions(path: str, rng: np.random.Generator) -> bool:
     return ok
 
 
+def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
+    """Part 6: an LSH index over the users' embeddings, built beside them in the store:
+    recall and latency against exact search, new rows indexed at commit, a version
+    searched as it was, a filter.  Returns whether every check passed."""
+    import mmfs
+
+    print("\n[similarity search] an LSH index over the embeddings, versioned with them")
+    with mmfs.open(path, durability="none") as store:
+        users = store["users"]
+        _, t_build = _timed(lambda: users.create_index("embedding", "lsh", "euclidean"), repeat=1)
+        v_index = store.commit("index the embeddings")
+        n = len(users)
+        print(f"  built 256-bit codes for {n:,} rows in {t_build:.2f} s "
+              f"({32 * n / 2**20:.1f} MiB beside the rows)")  # fmt: skip
+        ev = users.evaluate_index("embedding", queries, k)
+        print(f"  recall@{k} against exact search: {ev['recall']:.3f}; per query on one "
+              f"thread {ev['index_ms_per_query']:.2f} ms (exact: "
+              f"{ev['exact_ms_per_query']:.2f} ms)")  # fmt: skip
+        new_key = int(np.max(users.keys())) + 1
+        fresh = queries[:1] + 3.0
+        users.write([new_key], {**_user_values(users, 1), "embedding": fresh})
+        store.commit("one new user")
+        found, dist = users.search("embedding", fresh[0], k=1)
+        before, _ = users.search("embedding", fresh[0], k=1, version=v_index)
+        print(f"  a user written after the index is found at commit: {found[0] == new_key} "
+              f"(distance {dist[0]:.1f}); version {v_index} does not have it: "
+              f"{before[0] != new_key}")  # fmt: skip
+        allowed = users.keys()[::2]
+        kept, _ = users.search("embedding", queries[:8], k=k, filter=allowed)
+        in_filter = bool(np.isin(kept, allowed).all())
+        print(f"  filter= half of the users: every answer among them: {in_filter}")
+    return ev["recall"] >= 0.9 and found[0] == new_key and before[0] != new_key and in_filter
+
+
+def _user_values(users: Any, n: int) -> dict[str, Any]:
+    """Values of every feature of the users group for n new rows (zeros)."""
+    out: dict[str, Any] = {}
+    for name, ftype in users.schema.items():
+        desc = ftype.to_json()
+        if desc["type"] == "scalar":
+            out[name] = np.zeros(n, dtype=desc["dtype"])
+        elif desc["type"] == "dense":
+            out[name] = np.zeros((n, desc["dim"]), dtype=np.float32)
+        else:
+            out[name] = [None] * n  # a category: no value
+    return out
+
+
 def _demo(args: argparse.Namespace) -> int:
     import mmfs
 
@@ -354,6 +402,7 @@ def _demo(args: argparse.Namespace) -> int:
         store_ok &= _tour_batch(path, rng)
         store_ok &= _tour_transforms(path, rng)
         store_ok &= _tour_experiments(path, rng)
+        store_ok &= _tour_index(path, queries, k)
         store_ok &= _tour_versions(os.path.join(tmp, "versions.mmfs"), rng)
 
     print(f"\n[vectors] exact k-NN over the {n:,} x {dim} embeddings")
