@@ -128,12 +128,15 @@ def test_info_describes_and_verifies_a_store(
         store.experiments.create_layer("L")
         store.experiments.create("ab", {"c": 50, "t": 50}, coverage=0.2, layer="L")
         store.commit()
+        g.create_index("v", "lsh", "cosine", bits=128)
+        store.commit()
     assert main(["info", str(path), "--verify"]) == 0
     out = capsys.readouterr().out
     assert "experiment 'ab' (running, phase 0): c 50%, t 50%, coverage 20% in layer 'L'" in out
-    assert "generation 1" in out
+    assert "generation 2" in out
     assert "group 'items': key 'sku' (str), 2 keys, 2 rows of 32 bytes" in out
     assert "v: dense (dim=3, dtype=float32)" in out
+    assert "index on v: lsh (cosine, 128 bits)" in out
     assert "verified: every file and every key of 2 keys" in out
     assert main(["info", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err

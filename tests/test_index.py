@@ -683,3 +683,31 @@ def test_damaged_projection_file(tmp_path, data) -> None:
     with pytest.raises(CorruptStoreError):
         ro["items"].search("emb", Q[0])
     ro.close()
+
+
+def test_uncommitted_index_files_are_removed_on_reopen(tmp_path, data) -> None:
+    X, _ = data
+    st, g, _ = _store(tmp_path, X[:200])
+    g.create_index("emb", "lsh", bits=128)
+    st.commit()
+    idx = g.indexes()["emb"]
+    g.write([10**6], {"emb": X[:1]})  # codes written beyond the committed count
+    g2 = st["items"]
+    st.close()  # never committed
+    directory = tmp_path / "s" / "groups" / "g0"
+    st = mmfs.open(str(tmp_path / "s"))  # the writer's recovery trims what was not committed
+    assert st["items"].indexes()["emb"] == idx
+    del g2
+    st.rollback()
+    g = st["items"]
+    g.create_index("emb", "lsh", bits=64)  # staged at a new generation, then abandoned
+    staged = g.indexes()["emb"].gen
+    st.close()
+    assert any(f"-{staged:012d}" in f or f"@{staged:012d}" in f for f in os.listdir(directory))
+    st = mmfs.open(str(tmp_path / "s"))
+    left = os.listdir(directory)
+    assert not any(f"-{staged:012d}" in f or f"@{staged:012d}" in f for f in left)
+    got, dist = st["items"].search("emb", X[3], k=1)
+    assert got[0] == 3 * 7
+    assert dist[0] == 0.0
+    st.close()

@@ -453,6 +453,9 @@ def _info(args: argparse.Namespace) -> int:
             for fname, ftype in g["features"].items():
                 detail = ", ".join(f"{k}={v}" for k, v in ftype.items() if k != "type")
                 print(f"    {fname}: {ftype['type']}" + (f" ({detail})" if detail else ""))
+            for fname, idx in store[name].indexes().items():
+                bits = f", {idx.bits} bits" if idx.kind == "lsh" else ""
+                print(f"    index on {fname}: {idx.kind} ({idx.metric}{bits})")
         for name in store.experiments.list():
             e = store.experiments.get(name)
             split = ", ".join(f"{v} {w:g}%" for v, w in e.weights.items())
