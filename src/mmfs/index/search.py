@@ -150,7 +150,10 @@ def _queries(queries: Any, ftype: Dense | Sparse, feature: str) -> tuple[Any, bo
     return Q, single
 
 
-def _metric(metric: Any, kwargs: dict[str, Any]) -> Metric:
+def _metric(metric: Any, idx: IndexDef | None, kwargs: dict[str, Any]) -> Metric:
+    """The metric a search ranks by: the one asked for, else the index's (else euclidean)."""
+    if metric is None:
+        metric = idx.metric if idx is not None else "euclidean"
     m = resolve_metric(metric, kwargs)
     if m.fn is None and m.name in ("seuclidean", "mahalanobis") and not m.params:
         raise ParameterError(
@@ -158,6 +161,12 @@ def _metric(metric: Any, kwargs: dict[str, Any]) -> Metric:
             "=...): estimating it from the rows searched would change with every filter"
         )
     return m
+
+
+def _n_candidates(candidates: int | None, idx: IndexDef) -> int:
+    """Rows an lsh index re-ranks exactly per query: asked, else the index's, else the
+    default."""
+    return candidates or idx.candidates or DEFAULT_CANDIDATES
 
 
 def _keys_of(snap: _Snapshot, slots: np.ndarray) -> Any:
@@ -333,7 +342,11 @@ def _rerank_generic(group, snap, feature, q, rows, m) -> tuple[np.ndarray, np.nd
 # --------------------------------------------------------------------------- public
 
 
-def _prepare(group: FeatureGroup, feature: Any, queries: Any, version: Any, flt: Any):
+def _prepare(
+    group: FeatureGroup, feature: Any, queries: Any, version: Any, flt: Any, candidates: Any
+):
+    if candidates is not None:
+        _as_count(candidates)  # a positive integer, or say so
     snap = group._store._version_snapshot(group.name, version) if version is not None else (
         group._store._snapshot(group.name))  # fmt: skip
     if not isinstance(feature, str) or feature not in snap.features:
@@ -369,10 +382,8 @@ def search(
     kwargs: dict[str, Any],
 ) -> tuple[Any, Any]:
     k = _as_count(k)
-    snap, Q, single, idx, searched = _prepare(group, feature, queries, version, filter)
-    m = _metric(metric if metric is not None else (idx.metric if idx else "euclidean"), kwargs)
-    if candidates is not None:
-        candidates = _as_count(candidates)
+    snap, Q, single, idx, searched = _prepare(group, feature, queries, version, filter, candidates)
+    m = _metric(metric, idx, kwargs)
     nt = effective_n_threads(n_threads)
     k = min(k, searched.n)
     nq = Q.shape[0]
@@ -381,7 +392,7 @@ def search(
     kind = idx.kind if idx is not None else "exact"
     if kind == "lsh":
         assert idx is not None
-        n_cand = candidates or idx.candidates or DEFAULT_CANDIDATES
+        n_cand = _n_candidates(candidates, idx)
         slots, dist = _lsh_knn(group, snap, feature, idx, Q, k, m, searched, n_cand, nt)
     elif kind == "kdtree" and m.fn is None and m.name in KDTREE_METRICS:
         slots, dist = _kdtree_knn(group, snap, feature, Q, k, m, searched, filter is None)
@@ -405,8 +416,8 @@ def search_radius(
 ) -> tuple[Any, Any]:
     if isinstance(r, bool) or not isinstance(r, int | float | np.number) or not r >= 0:
         raise ParameterError(f"r must be a non-negative number, got {r!r}")
-    snap, Q, single, idx, searched = _prepare(group, feature, queries, version, filter)
-    m = _metric(metric if metric is not None else (idx.metric if idx else "euclidean"), kwargs)
+    snap, Q, single, idx, searched = _prepare(group, feature, queries, version, filter, candidates)
+    m = _metric(metric, idx, kwargs)
     nt = effective_n_threads(n_threads)
     nq = Q.shape[0]
     kind = idx.kind if idx is not None else "exact"
@@ -415,7 +426,7 @@ def search_radius(
         found = [(np.zeros(0, np.int64), np.zeros(0)) for _ in range(nq)]
     elif kind == "lsh":
         assert idx is not None
-        n_cand = max(1, candidates or idx.candidates or DEFAULT_CANDIDATES)
+        n_cand = _n_candidates(candidates, idx)
         reader = _reader(snap, feature, idx)
         cand, counts = _lsh_candidates(reader, Q, searched, n_cand, nt)
         for q in range(nq):
@@ -460,8 +471,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Recall@k of the index against exact search on the same rows, and the time of each."""
     k = _as_count(k)
-    snap, Q, _single, idx, searched = _prepare(group, feature, queries, version, filter)
-    m = _metric(metric if metric is not None else (idx.metric if idx else "euclidean"), {})
+    snap, Q, _single, idx, searched = _prepare(group, feature, queries, version, filter, candidates)
+    m = _metric(metric, idx, {})
     k = min(k, searched.n)
     nq = Q.shape[0]
     t0 = time.perf_counter()
