@@ -105,6 +105,25 @@ class Sizes:
     ex_rounds: int
     ex_one_rounds: int
     ex_one_calls: int
+    # similarity-search index (test_bench_index.py): ix_n x 128 float32 vectors from
+    # ix_clusters Gaussian clusters, ix_queries held-out queries; faiss IndexIVFFlat with
+    # ix_ivf_lists lists.  10,000-dim case: ix_hd_n x ix_hd_dim from ix_hd_clusters
+    # clusters, ix_hd_queries queries (faiss IndexFlatL2 timed on ix_hd_flat_queries of
+    # them).  Sparse case: ix_sp_n x ix_sp_dim CSR, about 50 non-zeros a row, from
+    # ix_sp_clusters clusters of column sets, ix_sp_queries queries
+    ix_n: int
+    ix_queries: int
+    ix_clusters: int
+    ix_ivf_lists: int
+    ix_hd_n: int
+    ix_hd_dim: int
+    ix_hd_clusters: int
+    ix_hd_queries: int
+    ix_hd_flat_queries: int
+    ix_sp_n: int
+    ix_sp_dim: int
+    ix_sp_clusters: int
+    ix_sp_queries: int
 
 
 # Slices sized so that one scipy call takes about a second at full size on a 2-core EPYC.
@@ -162,6 +181,19 @@ SIZES = {
         ex_rounds=30,
         ex_one_rounds=20,
         ex_one_calls=1_000,
+        ix_n=20_000,
+        ix_queries=100,
+        ix_clusters=20,
+        ix_ivf_lists=128,
+        ix_hd_n=2_000,
+        ix_hd_dim=1_000,
+        ix_hd_clusters=20,
+        ix_hd_queries=50,
+        ix_hd_flat_queries=20,
+        ix_sp_n=20_000,
+        ix_sp_dim=10_000,
+        ix_sp_clusters=20,
+        ix_sp_queries=50,
     ),
     "full": Sizes(
         cd_a=1_000,
@@ -203,6 +235,19 @@ SIZES = {
         ex_rounds=150,
         ex_one_rounds=100,
         ex_one_calls=1_000,
+        ix_n=1_000_000,
+        ix_queries=1_000,
+        ix_clusters=1_000,
+        ix_ivf_lists=1_024,
+        ix_hd_n=100_000,
+        ix_hd_dim=10_000,
+        ix_hd_clusters=100,
+        ix_hd_queries=100,
+        ix_hd_flat_queries=10,
+        ix_sp_n=1_000_000,
+        ix_sp_dim=100_000,
+        ix_sp_clusters=1_000,
+        ix_sp_queries=100,
     ),
 }
 

@@ -33,6 +33,8 @@ TARGETS = {
     "overhead_20": Target(1 / 1.2, "transformed <= 1.2x raw get"),
     # experiments (benchmarks/test_bench_experiments.py): plain get time / experiment get
     "experiment_get": Target(1 / 1.1, "experiment get <= 1.1x plain get"),
+    # similarity search (benchmarks/test_bench_index.py): a recall, not a speed-up
+    "index_recall": Target(0.95, "recall@10 >= 0.95"),
 }
 
 
@@ -80,4 +82,11 @@ LIMITS = {
     "assign_int": Limit(10e-9, "<= 10 ns per id (>= 100 M ids/s)", inclusive=True),
     "assign_str": Limit(50e-9, "<= 50 ns per id (>= 20 M ids/s)", inclusive=True),
     "assign_gb": Limit(100e-9, "<= 100 ns per id (>= 10 M ids/s)", inclusive=True),
+    # similarity search (benchmarks/test_bench_index.py): one query on one thread at
+    # recall@10 >= 0.95 (must; then the goals), index bytes per vector at 256 bits
+    "index_median": Limit(1e-3, "median < 1 ms"),
+    "index_p99": Limit(2e-3, "p99 < 2 ms"),
+    "index_median_goal": Limit(0.5e-3, "goal: median < 0.5 ms"),
+    "index_build_goal": Limit(3.0, "goal: build < 3 s"),
+    "index_bytes": Limit(40.0, "< 40 B per vector"),
 }
