@@ -45,7 +45,8 @@ def ref_select(rows: np.ndarray, d: np.ndarray, n: int) -> np.ndarray:
 
 
 def weighted(codes: np.ndarray, q: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Quantised weighted Hamming distances, summed in bit order in double like the kernel."""
+    """Quantised weighted Hamming distances as the kernel sums them: per code byte, its
+    differing bits from the highest down, then the bytes in order, in double."""
     total = 0.0
     for v in w.tolist():
         total += v
@@ -55,8 +56,12 @@ def weighted(codes: np.ndarray, q: np.ndarray, w: np.ndarray) -> np.ndarray:
     out = []
     for row in bits:
         score = 0.0
-        for b in np.flatnonzero(row).tolist():
-            score += wl[b]
+        for byte in range(row.shape[0] // 8):
+            part = 0.0
+            for b in range(7, -1, -1):
+                if row[8 * byte + b]:
+                    part += wl[8 * byte + b]
+            score += part
         out.append(min(4095, int(score * scale)))
     return np.array(out)
 

@@ -187,7 +187,7 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
     cdef int64_t seg_len = (<int64_t>1) << seg_bits
     cdef int64_t hist[65]
     cdef int64_t seg, start, stop, pos, r
-    cdef Py_ssize_t cap_entries = 4 * n1 + 2 * CHUNK, length, i, w, kept
+    cdef Py_ssize_t cap_entries = 4 * n1 + 2 * CHUNK, length, i, w, kept, b
     cdef int cap, T
     cdef uint64_t x
     cdef double score, total, scale
@@ -198,6 +198,9 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
     cdef uint64_t *pc = <uint64_t *>malloc(cap_entries * sizeof(uint64_t))
     cdef int32_t *dist = NULL
     cdef int64_t *hist2 = NULL
+    cdef double *lut = NULL
+    cdef const double *tab
+    cdef int v, lowest
     cdef void *grown
     cdef bint ok = rows != NULL and dist8 != NULL and pc != NULL
     cap = _first_cap(prefix_segs, seg_bits, n_rows, q[0], allow, n1) if ok else 64
@@ -249,22 +252,37 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
         dist = <int32_t *>malloc((length + 1) * sizeof(int32_t))
         hist2 = <int64_t *>malloc((max(64 * W, WEIGHT_BINS) + 1) * sizeof(int64_t))
         ok = dist != NULL and hist2 != NULL
+        if wts != NULL and ok:
+            lut = <double *>malloc(8 * W * 256 * sizeof(double))
+            ok = lut != NULL
     if not ok:
         free(rows)
         free(dist8)
         free(pc)
         free(dist)
         free(hist2)
+        free(lut)
         return -1
     for i in range(length):
         dist[i] = dist8[i]
     kept = _select(rows, dist, pc, length, n1, 64, hist2)
     if kept > n2 and (wts != NULL or W > 1):
-        total = 0.0
+        scale = 0.0
         if wts != NULL:
+            # Weighted Hamming distance: each differing bit b counts the query's
+            # |s_b - t_b|, how far the query is from that bit's hyperplane.  A table per
+            # code byte holds the sum over each of its 256 values (the bits from the
+            # highest down: lut[v] = lut[v without its lowest bit] + w[lowest bit]), so a
+            # row costs one lookup per byte; the sum is quantised to WEIGHT_BINS.
+            total = 0.0
             for w in range(64 * W):
                 total += wts[w]
-        scale = WEIGHT_BINS / total if total > 0.0 else 0.0
+            scale = WEIGHT_BINS / total if total > 0.0 else 0.0
+            for b in range(8 * W):
+                lut[b * 256] = 0.0
+                for v in range(1, 256):
+                    lowest = __builtin_ctzll(v)
+                    lut[b * 256 + v] = lut[b * 256 + (v & (v - 1))] + wts[8 * b + lowest]
         for i in range(kept):
             if i + AHEAD < kept and W > 1:
                 r = rows[i + AHEAD]
@@ -278,18 +296,12 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
                 for w in range(W - 1):
                     dist[i] += __builtin_popcountll(rest[w] ^ q[w + 1])
                 continue
-            # Weighted Hamming distance: each differing bit counts the query's |s_b - t_b|,
-            # how far the query is from that bit's hyperplane (quantised to WEIGHT_BINS).
             score = 0.0
-            x = pc[i] ^ q[0]
-            while x:
-                score += wts[__builtin_ctzll(x)]
-                x &= x - 1
-            for w in range(W - 1):
-                x = rest[w] ^ q[w + 1]
-                while x:
-                    score += wts[64 * (w + 1) + __builtin_ctzll(x)]
-                    x &= x - 1
+            for w in range(W):
+                x = (pc[i] if w == 0 else rest[w - 1]) ^ q[w]
+                tab = lut + 8 * w * 256
+                for b in range(8):
+                    score += tab[b * 256 + ((x >> (8 * b)) & 255)]
             dist[i] = min(WEIGHT_BINS, <int32_t>(score * scale))
         kept = _select(rows, dist, pc, kept, n2, WEIGHT_BINS if wts != NULL else <int>(64 * W),
                        hist2)
@@ -301,6 +313,7 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
     free(pc)
     free(dist)
     free(hist2)
+    free(lut)
     return kept
 
 

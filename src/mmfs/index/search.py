@@ -43,7 +43,7 @@ __all__ = ["evaluate", "search", "search_radius"]
 #: rows re-ranked exactly per query by default; stage one keeps FIRST_STAGE times more
 #: (chosen on the benchmark of issue 8: benchmarks/test_bench_index.py)
 DEFAULT_CANDIDATES: Final = 1000
-FIRST_STAGE: Final = 2
+FIRST_STAGE: Final = 4
 _CHUNK: Final = 1 << 16  # rows gathered at a time by the exact search
 _NO_SLOT: Final = np.iinfo(np.int64).max
 
