@@ -716,3 +716,20 @@ def test_uncommitted_index_files_are_removed_on_reopen(tmp_path, data) -> None:
     assert got[0] == 3 * 7
     assert dist[0] == 0.0
     st.close()
+
+
+def test_versions_before_alter_group_are_searched_exactly(tmp_path, data) -> None:
+    X, Q = data
+    st, g, keys = _store(tmp_path, X[:300])
+    v_old = st.commit("before")
+    st.alter_group("items", add={"n": mmfs.scalar("float32")})
+    st.commit("altered")
+    g = st["items"]
+    assert g.indexes() == {}  # alter_group drops the indexes: create them again
+    g.create_index("emb", "lsh", "euclidean", bits=64)
+    st.commit("index")
+    got, dist = g.search("emb", Q[:3], k=4, version=v_old)
+    idx, want = mmfs.knn(X[:300], Q[:3], 4)
+    assert np.array_equal(got, keys[idx])
+    assert np.array_equal(dist, want.astype(np.float64))
+    st.close()

@@ -359,7 +359,10 @@ def _prepare(
         raise ParameterError(f"feature {feature!r} is not a float vector ({ftype!r})")
     assert isinstance(ftype, Dense | Sparse)
     Q, single = _queries(queries, ftype, feature)
-    idx = group._meta().indexes.get(feature)
+    meta = group._meta()
+    # The newest definition's index serves every version of that definition; a version
+    # from before alter_group (another group id, other files) is searched exactly.
+    idx = meta.indexes.get(feature) if snap.meta.id == meta.id else None
     if flt is not None:
         return snap, Q, single, idx, _Searched(group, snap, flt)
     searched = snap.search_cache.get("searched")
