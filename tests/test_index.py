@@ -733,3 +733,30 @@ def test_versions_before_alter_group_are_searched_exactly(tmp_path, data) -> Non
     assert np.array_equal(got, keys[idx])
     assert np.array_equal(dist, want.astype(np.float64))
     st.close()
+
+
+def test_another_process_searches_the_stored_index(tmp_path, data) -> None:
+    import subprocess
+    import sys
+
+    X, Q = data
+    st, g, _ = _store(tmp_path, X[:2000])
+    g.create_index("emb", "lsh", "cosine", bits=128)
+    st.commit()
+    want_keys, want_dist = g.search("emb", Q[:5], k=5)
+    np.save(tmp_path / "q.npy", Q[:5])
+    script = (
+        "import sys, numpy as np, mmfs\n"
+        "with mmfs.open(sys.argv[1], mode='r') as st:\n"
+        "    k, d = st['items'].search('emb', np.load(sys.argv[2]), k=5)\n"
+        "    np.save(sys.argv[3], k); np.save(sys.argv[4], d)\n"
+    )
+    out_k, out_d = tmp_path / "k.npy", tmp_path / "d.npy"
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "s"), str(tmp_path / "q.npy"),
+         str(out_k), str(out_d)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    assert np.array_equal(np.load(out_k), want_keys)
+    assert np.array_equal(np.load(out_d), want_dist)
+    st.close()
