@@ -760,3 +760,31 @@ def test_another_process_searches_the_stored_index(tmp_path, data) -> None:
     assert np.array_equal(np.load(out_k), want_keys)
     assert np.array_equal(np.load(out_d), want_dist)
     st.close()
+
+
+@pytest.mark.parametrize("weighted_stage", [False, True])
+def test_a_batch_shares_its_scan_with_the_same_answers(weighted_stage: bool) -> None:
+    rng = np.random.default_rng(12)
+    n, W = 20000, 4
+    codes, _q, _prefix, _rest, pa, ra = _scan_setup(rng, n, W, 12)
+    qs = codes[rng.choice(n, 21, replace=False)] ^ (
+        rng.integers(0, 2**63, (21, W), dtype=np.uint64)
+        & rng.integers(0, 2**63, (21, W), dtype=np.uint64)
+        & rng.integers(0, 2**63, (21, W), dtype=np.uint64)
+    )
+    w = rng.random((21, 64 * W)).astype(np.float32) if weighted_stage else None
+    bitmap = np.zeros(0, np.uint64)
+    batch = np.empty((21, 150), np.int64)
+    bc = np.empty(21, np.int64)
+    _lsh.candidates(pa, ra, 12, n, qs, bitmap, 600, batch, bc, 2, False, w)
+    for i in range(21):
+        one = np.empty((1, 150), np.int64)
+        oc = np.empty(1, np.int64)
+        wi = None if w is None else w[i : i + 1]
+        _lsh.candidates(pa, ra, 12, n, qs[i : i + 1], bitmap, 600, one, oc, 1, False, wi)
+        assert bc[i] == oc[0] == 150
+        assert np.array_equal(batch[i], one[0])
+        want = ref_candidates(
+            codes, qs[i], None, 600, 150, None if w is None else w[i].astype(np.float64)
+        )
+        assert np.array_equal(one[0], want)

@@ -12,7 +12,9 @@ query:
    under a cap: the cap starts at an estimate from 1,024 evenly spaced rows, is lowered
    whenever the kept list grows past 4 * n1 (a histogram of what is kept gives the new
    cap), and is raised and the scan rerun in the rare case it kept fewer than n1.  The
-   scan keeps each row's prefix too, so stage two reads only the rest of its code.
+   scan keeps each row's prefix too, so stage two reads only the rest of its code.  A
+   batch scans for QBLOCK queries at once: each chunk of prefixes comes from memory once
+   and is scanned for every query of the block while it is in cache.
 2. ``candidates``, stage two: the full-code distance of those rows; the ``n2`` least
    are kept.  With ``weights`` (the query's |s_b - t_b|, see mmfs_lsh.h), a differing bit
    counts by how far the query lies from its hyperplane: a bit the query barely set says
@@ -65,6 +67,7 @@ DEF CHUNK = 4096    # rows scanned between two looks at the kept list
 DEF SAMPLE = 1024   # rows the first cap is estimated from ...
 DEF SAMPLE_RUNS = 16  # ... in this many evenly spaced runs
 DEF WEIGHT_BINS = 4095  # weighted distances are quantised to 0 .. WEIGHT_BINS
+DEF QBLOCK = 8      # queries that share one scan of the prefixes in a batch
 DEF AHEAD = 8       # candidate rows prefetched ahead of the one re-ranked
 
 
@@ -178,76 +181,127 @@ cdef int _first_cap(const intptr_t *prefix_segs, int seg_bits, int64_t n_rows,
     return min(64, <int>_threshold(hist, 64, max(1, (2 * n1 * seen) // n_rows + 1)) + 1)
 
 
-cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_rows,
+cdef struct _Kept:
+    # What stage one keeps of one query while it scans: (row, prefix distance, prefix)
+    # in row order, under ``cap``; ``ok`` turns false when memory runs out.
+    int64_t *rows
+    uint8_t *dist8
+    uint64_t *pc
+    Py_ssize_t length
+    Py_ssize_t size
+    int cap
+    bint ok
+
+
+cdef void _keep_init(_Kept *k, Py_ssize_t n1, int cap) noexcept nogil:
+    k.size = 4 * n1 + 2 * CHUNK
+    k.rows = <int64_t *>malloc(k.size * sizeof(int64_t))
+    k.dist8 = <uint8_t *>malloc(k.size)
+    k.pc = <uint64_t *>malloc(k.size * sizeof(uint64_t))
+    k.ok = k.rows != NULL and k.dist8 != NULL and k.pc != NULL
+    k.length = 0
+    k.cap = cap
+
+
+cdef void _keep_free(_Kept *k) noexcept nogil:
+    free(k.rows)
+    free(k.dist8)
+    free(k.pc)
+    k.rows = NULL
+    k.dist8 = NULL
+    k.pc = NULL
+
+
+cdef void _keep_chunk(_Kept *k, const uint64_t *codes, Py_ssize_t m, int64_t pos, uint64_t q,
+                      const uint64_t *allow, Py_ssize_t n1, int avx2) noexcept nogil:
+    """Scan m prefixes (rows pos, pos + 1, ...) into k, then lower its cap when the kept
+    list grows past 4 * n1 (to what n1 of the kept rows reach), or make room for ties."""
+    cdef int64_t hist[65]
+    cdef Py_ssize_t i, kept
+    cdef int T
+    cdef void *grown
+    if not k.ok:
+        return
+    k.length = mmfs_lsh_scan(avx2, codes, m, pos, q, allow, k.cap, k.rows, k.dist8, k.pc,
+                             k.length)
+    if k.length <= k.size - CHUNK:
+        return
+    memset(hist, 0, sizeof(hist))
+    for i in range(k.length):
+        hist[k.dist8[i]] += 1
+    T = <int>_threshold(hist, 64, n1)
+    if T < k.cap:
+        k.cap = T
+        kept = 0
+        for i in range(k.length):
+            if k.dist8[i] <= T:
+                k.rows[kept] = k.rows[i]
+                k.dist8[kept] = k.dist8[i]
+                k.pc[kept] = k.pc[i]
+                kept += 1
+        k.length = kept
+    if k.length > k.size - CHUNK:  # ties at the cap: make room
+        k.size *= 2
+        grown = realloc(k.rows, k.size * sizeof(int64_t))
+        k.ok = grown != NULL
+        if k.ok:
+            k.rows = <int64_t *>grown
+            grown = realloc(k.dist8, k.size)
+            k.ok = grown != NULL
+        if k.ok:
+            k.dist8 = <uint8_t *>grown
+            grown = realloc(k.pc, k.size * sizeof(uint64_t))
+            k.ok = grown != NULL
+        if k.ok:
+            k.pc = <uint64_t *>grown
+
+
+cdef void _scan(_Kept *ks, Py_ssize_t nk, const uint64_t *qcodes, Py_ssize_t W,
+                const intptr_t *prefix_segs, int seg_bits, int64_t n_rows,
+                const uint64_t *allow, Py_ssize_t n1, int avx2) noexcept nogil:
+    """Stage one's scan for nk queries at once: each chunk of prefixes is read from
+    memory once and scanned for every query while it is in cache (a query's kept list
+    does not depend on which others share its scan)."""
+    cdef int64_t seg_len = (<int64_t>1) << seg_bits, pos = 0, start, stop
+    cdef Py_ssize_t j
+    cdef const uint64_t *codes
+    while pos < n_rows:
+        start = pos & (seg_len - 1)
+        stop = min(seg_len, start + CHUNK, start + (n_rows - pos))
+        codes = <const uint64_t *>prefix_segs[pos >> seg_bits] + start
+        for j in range(nk):
+            _keep_chunk(&ks[j], codes, stop - start, pos, qcodes[j * W], allow, n1, avx2)
+        pos += stop - start
+
+
+cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, int64_t n_rows,
                            const intptr_t *rest_segs, Py_ssize_t W, const uint64_t *q,
                            const uint64_t *allow, Py_ssize_t n1, Py_ssize_t n2, int avx2,
                            const float *wts, int64_t *out) noexcept nogil:
-    """Stages one and two for one query; writes at most n2 rows to out, returns the count
-    (-1: out of memory)."""
-    cdef int64_t seg_len = (<int64_t>1) << seg_bits
-    cdef int64_t hist[65]
-    cdef int64_t seg, start, stop, pos, r
-    cdef Py_ssize_t cap_entries = 4 * n1 + 2 * CHUNK, length, i, w, kept, b
-    cdef int cap, T
+    """Finish one query after the shared scan: rescan alone, wider, in the rare case the
+    cap kept fewer than n1 rows; then stage two; writes at most n2 rows to out and frees
+    k.  Returns the count (-1: out of memory)."""
+    cdef int64_t seg_len = (<int64_t>1) << seg_bits, r
+    cdef Py_ssize_t length, i, w, kept, b
     cdef uint64_t x
     cdef double score, total, scale
-    cdef const uint64_t *codes
     cdef const uint64_t *rest
-    cdef int64_t *rows = <int64_t *>malloc(cap_entries * sizeof(int64_t))
-    cdef uint8_t *dist8 = <uint8_t *>malloc(cap_entries)
-    cdef uint64_t *pc = <uint64_t *>malloc(cap_entries * sizeof(uint64_t))
     cdef int32_t *dist = NULL
     cdef int64_t *hist2 = NULL
     cdef double *lut = NULL
     cdef const double *tab
     cdef int v, lowest
-    cdef void *grown
-    cdef bint ok = rows != NULL and dist8 != NULL and pc != NULL
-    cap = _first_cap(prefix_segs, seg_bits, n_rows, q[0], allow, n1) if ok else 64
-    while ok:
-        length = 0
-        pos = 0
-        while pos < n_rows and ok:
-            seg = pos >> seg_bits
-            start = pos & (seg_len - 1)
-            stop = min(seg_len, start + CHUNK, start + (n_rows - pos))
-            codes = <const uint64_t *>prefix_segs[seg]
-            length = mmfs_lsh_scan(avx2, codes + start, stop - start, pos, q[0], allow, cap,
-                                   rows, dist8, pc, length)
-            pos += stop - start
-            if length > cap_entries - CHUNK:
-                # Lower the cap to what n1 rows of the kept ones reach, and drop the rest.
-                memset(hist, 0, sizeof(hist))
-                for i in range(length):
-                    hist[dist8[i]] += 1
-                T = <int>_threshold(hist, 64, n1)
-                if T < cap:
-                    cap = T
-                    kept = 0
-                    for i in range(length):
-                        if dist8[i] <= cap:
-                            rows[kept] = rows[i]
-                            dist8[kept] = dist8[i]
-                            pc[kept] = pc[i]
-                            kept += 1
-                    length = kept
-                if length > cap_entries - CHUNK:  # ties at the cap: make room
-                    cap_entries *= 2
-                    grown = realloc(rows, cap_entries * sizeof(int64_t))
-                    ok = grown != NULL
-                    if ok:
-                        rows = <int64_t *>grown
-                        grown = realloc(dist8, cap_entries)
-                        ok = grown != NULL
-                    if ok:
-                        dist8 = <uint8_t *>grown
-                        grown = realloc(pc, cap_entries * sizeof(uint64_t))
-                        ok = grown != NULL
-                    if ok:
-                        pc = <uint64_t *>grown
-        if not ok or length >= n1 or cap >= 64:
-            break
-        cap = min(64, cap + 8)  # the estimate was too low: scan again, wider
+    cdef int64_t *rows
+    cdef uint64_t *pc
+    cdef bint ok
+    while k.ok and k.length < n1 and k.cap < 64:
+        k.cap = min(64, k.cap + 8)  # the estimate was too low: scan again, wider
+        k.length = 0
+        _scan(k, 1, q, W, prefix_segs, seg_bits, n_rows, allow, n1, avx2)
+    ok = k.ok
+    length = k.length
+    rows = k.rows
+    pc = k.pc
     if ok:
         dist = <int32_t *>malloc((length + 1) * sizeof(int32_t))
         hist2 = <int64_t *>malloc((max(64 * W, WEIGHT_BINS) + 1) * sizeof(int64_t))
@@ -256,15 +310,13 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
             lut = <double *>malloc(8 * W * 256 * sizeof(double))
             ok = lut != NULL
     if not ok:
-        free(rows)
-        free(dist8)
-        free(pc)
+        _keep_free(k)
         free(dist)
         free(hist2)
         free(lut)
         return -1
     for i in range(length):
-        dist[i] = dist8[i]
+        dist[i] = k.dist8[i]
     kept = _select(rows, dist, pc, length, n1, 64, hist2)
     if kept > n2 and (wts != NULL or W > 1):
         scale = 0.0
@@ -308,13 +360,13 @@ cdef Py_ssize_t _one_query(const intptr_t *prefix_segs, int seg_bits, int64_t n_
     kept = min(kept, n2)
     for i in range(kept):
         out[i] = rows[i]
-    free(rows)
-    free(dist8)
-    free(pc)
+    _keep_free(k)
     free(dist)
     free(hist2)
     free(lut)
     return kept
+
+
 
 
 def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, int seg_bits,
@@ -327,7 +379,9 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
     memory (their count reads -1).  ``portable``: skip the AVX2 path (for the tests that
     compare the two).  ``weights`` (n_queries x B, optional): stage two ranks by the
     weighted Hamming distance, each differing bit b counting weights[q, b]."""
-    cdef Py_ssize_t nq = qcodes.shape[0], W = qcodes.shape[1], n2 = out.shape[1], i
+    cdef Py_ssize_t nq = qcodes.shape[0], W = qcodes.shape[1], n2 = out.shape[1], i, nb, blk
+    cdef Py_ssize_t q0, m
+    cdef _Kept *ks
     cdef int avx2 = mmfs_lsh_has_avx2() and not portable
     cdef const uint64_t *pa = &allow[0] if allow.shape[0] else NULL
     cdef const intptr_t *prest = &rest_segs[0] if rest_segs.shape[0] else NULL
@@ -337,12 +391,27 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
     if n_rows == 0 or n2 == 0:
         counts[:] = 0
         return 0
-    for i in prange(nq, nogil=True, schedule="dynamic", num_threads=n_threads):
-        counts[i] = _one_query(&prefix_segs[0], seg_bits, n_rows, prest, W, &qcodes[i, 0], pa,
-                               n1, n2, avx2, &weights[i, 0] if weights is not None else NULL,
-                               &out[i, 0])
-        if counts[i] < 0:
-            failed += 1
+    nb = (nq + QBLOCK - 1) // QBLOCK
+    for blk in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
+        q0 = blk * QBLOCK
+        m = min(QBLOCK, nq - q0)
+        ks = <_Kept *>malloc(m * sizeof(_Kept))
+        if ks == NULL:
+            for i in range(q0, q0 + m):
+                counts[i] = -1
+            failed += m
+            continue
+        for i in range(m):
+            _keep_init(&ks[i], n1, _first_cap(&prefix_segs[0], seg_bits, n_rows, qcodes[q0 + i, 0],
+                                              pa, n1))
+        _scan(ks, m, &qcodes[q0, 0], W, &prefix_segs[0], seg_bits, n_rows, pa, n1, avx2)
+        for i in range(m):
+            counts[q0 + i] = _stage_two(
+                &ks[i], &prefix_segs[0], seg_bits, n_rows, prest, W, &qcodes[q0 + i, 0], pa, n1,
+                n2, avx2, &weights[q0 + i, 0] if weights is not None else NULL, &out[q0 + i, 0])
+            if counts[q0 + i] < 0:
+                failed += 1
+        free(ks)
     return failed
 
 
