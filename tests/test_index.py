@@ -788,3 +788,26 @@ def test_a_batch_shares_its_scan_with_the_same_answers(weighted_stage: bool) -> 
             codes, qs[i], None, 600, 150, None if w is None else w[i].astype(np.float64)
         )
         assert np.array_equal(one[0], want)
+
+
+def test_create_again_before_commit_replaces_the_files(tmp_path, data) -> None:
+    X, _ = data
+    st, g, _keys = _store(tmp_path, X[:400])
+    g.create_index("emb", "lsh", "cosine", bits=64, seed=1)
+    g.write([10**6], {"emb": X[:1] + 1})  # coded with the first definition's projections
+    st.rollback()
+    g.create_index("emb", "lsh", "cosine", bits=128, seed=2)  # the same generation
+    g.write([10**6], {"emb": X[:1] + 1})
+    st.commit()
+    idx = g.indexes()["emb"]
+    files = st._files("items")
+    P, t = files.projection("emb", idx, 24)
+    assert np.array_equal(P, projections(24, 128, 2))
+    lsh = files.lsh_files("emb", idx)
+    assert lsh.rest is not None
+    stored = np.column_stack([lsh.prefix.segment(0)[:401], lsh.rest.segment(0)[:401]])
+    assert np.array_equal(stored, ref_codes(np.vstack([X[:400], X[:1] + 1]), P, t))
+    got, dist = g.search("emb", X[0] + 1, k=1)
+    assert got[0] == 10**6
+    assert dist[0] == 0.0
+    st.close()

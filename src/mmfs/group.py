@@ -225,6 +225,15 @@ class GroupFiles:
             )
         return pt
 
+    def forget_lsh(self, feature: str, gen: int) -> None:
+        """Drop what is cached of an index's files: a writer that creates an index again
+        before committing (the same generation, other bits or seed) writes them anew."""
+        self._projections.pop((feature, gen), None)
+        files = self._lsh.pop((feature, gen), None)
+        if files is not None:
+            for a in files.arenas():
+                a.close()
+
     def page_bases(self) -> list[int]:
         return list(self._pages)
 
@@ -2181,6 +2190,7 @@ def _build_lsh(group: FeatureGroup, feature: str, idx: IndexDef, n_threads: int)
     committed = store._committed(group.name)
     n_rows = committed.n_rows if committed is not None else 0
     snap = store._snapshot(group.name) if n_rows else None
+    files.forget_lsh(feature, idx.gen)
     P = projections(ftype.width, idx.bits, idx.seed)
     mean = None
     if idx.metric == "euclidean" and snap is not None:
