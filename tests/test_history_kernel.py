@@ -58,10 +58,20 @@ def test_last_below_refuses_bad_bounds() -> None:
         _store.last_below_py(rows, _store.min_levels(rows), 5, 3, 1)
 
 
-@pytest.mark.parametrize("n_slots", [0, 1, 5, 2047, 2048, 4_194_305])
-def test_slot_order_is_a_stable_sort_with_absent_keys_first(n_slots: int) -> None:
+@pytest.mark.parametrize("n_slots", [0, 1, 5, 2047, 2048, 4_194_305, 2**33])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_slot_order_is_a_stable_sort_with_absent_keys_first(n_slots: int, n_threads: int) -> None:
     rng = np.random.default_rng(n_slots)
-    slots = rng.integers(-1, n_slots + 3, 50_000)
+    slots = rng.integers(-1, n_slots + 3, 200_000)
+    times = rng.integers(-(2**62), 2**62, 200_000)
     key = np.where((slots >= 0) & (slots < n_slots), slots + 1, 0)
-    np.testing.assert_array_equal(_store.slot_order(slots, n_slots), np.argsort(key, kind="stable"))
-    assert _store.slot_order(np.zeros(0, np.int64), n_slots).shape == (0,)
+    want = np.argsort(key, kind="stable")
+    order, ss, st = _store.slot_order(slots, n_slots, times, n_threads)
+    np.testing.assert_array_equal(order, want)
+    np.testing.assert_array_equal(ss, key[want] - 1)
+    np.testing.assert_array_equal(st, times[want])
+    assert _store.slot_order(slots, n_slots)[2] is None
+    order, ss, st = _store.slot_order(np.zeros(0, np.int64), n_slots, np.zeros(0, np.int64))
+    assert order.shape == ss.shape == (0,)
+    assert st is not None
+    assert st.shape == (0,)

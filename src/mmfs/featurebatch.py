@@ -234,7 +234,7 @@ class FeatureBatch:
         if features is None and self._plan.all_f32 and (dtype is np.float32 or dtype == _F32):
             out = self._block  # already the (n, d) float32 matrix
             if not self._all:
-                out[~self._found] = np.nan
+                out[np.flatnonzero(~self._found)] = np.nan
             return out
         dt = np.dtype(dtype)
         if dt.kind != "f":

@@ -1662,16 +1662,17 @@ class FeatureGroup:
                 raise self._corrupt()
             return self._gather(snap, keys, rows, features, n_threads, call, out)
         n_slots = snap.meta.n_slots
-        order = (
-            _store.slot_order(slots, n_slots)
-            if n_slots <= 8 * n
-            else np.argsort(slots, kind="stable")
-        )
+        threads = _threads(n, n_threads)
+        if n_slots <= 8 * n:
+            order, ss, st = _store.slot_order(slots, n_slots, times, threads)
+        else:
+            order = np.argsort(slots, kind="stable")
+            ss, st = slots[order], times[order]
         plan = snap.plan(features)
         block = self._block(plan, n, call, out)
         rows = np.empty(n, dtype=_I64)
         bad = snap.table.asof_sorted(
-            slots, times, order, rows, ttl, _threads(n, n_threads), plan.fields,
+            slots, times, order, ss, st, rows, ttl, threads, plan.fields,
             block.view(np.uint8).reshape(-1),
         )  # fmt: skip
         if bad:

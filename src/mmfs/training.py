@@ -136,7 +136,8 @@ class TrainingSet:
             names = [f for f in self.features if self._where[f][0] == group]
             frames.append(batch.frame([self._where[f][1] for f in names], names, pd))
         out = frames[0] if len(frames) == 1 else pd.concat(frames, axis=1)
-        out = out[self.features]  # request order
+        if list(out.columns) != self.features:
+            out = out[self.features]  # request order (a copy: only when not already)
         for pos, (name, values) in enumerate(self._columns.items()):
             out.insert(pos, name, getattr(values, "array", values))  # dtype kept, no alignment
         if self._index is not None:

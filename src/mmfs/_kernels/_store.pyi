@@ -1,3 +1,5 @@
+from typing import overload
+
 import numpy as np
 
 MISSING: int
@@ -81,6 +83,8 @@ class RowTable:
         slots: np.ndarray,
         times: np.ndarray,
         order: np.ndarray,
+        sorted_slots: np.ndarray,
+        sorted_times: np.ndarray,
         rows: np.ndarray,
         ttl: int = -1,
         n_threads: int = 1,
@@ -113,4 +117,11 @@ def gather_sparse(
 ) -> int: ...
 def min_levels(rows: np.ndarray) -> np.ndarray: ...
 def last_below_py(rows: np.ndarray, mins: np.ndarray, lo: int, p: int, limit: int) -> int: ...
-def slot_order(slots: np.ndarray, n_slots: int) -> np.ndarray: ...
+@overload
+def slot_order(
+    slots: np.ndarray, n_slots: int, times: np.ndarray, n_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+@overload
+def slot_order(
+    slots: np.ndarray, n_slots: int, times: None = None, n_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, None]: ...

@@ -279,6 +279,50 @@ cdef inline int64_t lower_in(const int64_t *a, int64_t lo, int64_t hi, int64_t s
     return lo
 
 
+DEF SCAN = 16  # entries a merge steps through one by one before it gallops or bisects
+
+
+cdef inline int64_t upper_time(const int64_t *rt, int64_t lo, int64_t hi,
+                               int64_t t) noexcept nogil:
+    """The first i in [lo, hi) with rt[i] > t (hi when none; rt sorted ascending)."""
+    cdef int64_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if rt[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline int64_t merge_step(const int64_t *rs, const int64_t *rt, int64_t m,
+                               int64_t *cursor, int64_t s, int64_t t,
+                               int64_t *first) noexcept nogil:
+    """One step of a merge of slots asked in increasing order with a run (slots rs,
+    times rt, sorted by (slot, time)): moves cursor to slot s's first entry (also
+    ``first``) and returns one past its last entry with time <= t.
+
+    The common case -- the next slot asked a few entries on, a history of a few
+    entries -- walks them one by one, counting the times <= t without a branch to
+    mispredict; a walk longer than SCAN entries gallops (a sparse request) or bisects
+    (a long history), so no step costs more than O(SCAN + log m)."""
+    cdef int64_t p = cursor[0], stop = min(m, cursor[0] + SCAN), a
+    while p < stop and rs[p] < s:
+        p += 1
+    if p == stop and p < m and rs[p] < s:
+        p = lower_from(rs, p, m, s)
+    cursor[0] = p
+    first[0] = p
+    a = p
+    stop = min(m, p + SCAN)
+    while p < stop and rs[p] == s:
+        a += rt[p] <= t
+        p += 1
+    if p == stop and p < m and rs[p] == s:
+        a = upper_time(rt, a, lower_from(rs, p, m, s + 1), t)
+    return a
+
+
 cdef int64_t last_below(const int64_t *rows, const int64_t *mins, int64_t m, int64_t lo,
                         int64_t p, int64_t limit) noexcept nogil:
     """The greatest i in [lo, p] with rows[i] < limit, or -1."""
@@ -336,54 +380,85 @@ cdef int64_t last_below(const int64_t *rows, const int64_t *mins, int64_t m, int
     return -1
 
 
-def slot_order(const int64_t[::1] slots, int64_t n_slots):
-    """A permutation sorting slots ascending (stable); slots outside [0, n_slots)
-    (absent keys) come first, in their order.  An LSD radix sort in passes of at most
-    11 bits: each pass streams through 2,048 buckets, which caches well, where one
-    counting pass over n_slots buckets would scatter at random."""
-    cdef Py_ssize_t n = slots.shape[0], i
-    cdef int64_t s, k, b, total
+def slot_order(const int64_t[::1] slots, int64_t n_slots, const int64_t[::1] times=None,
+               int n_threads=1):
+    """(order, sorted, sorted_times): the permutation sorting slots ascending (stable;
+    slots outside [0, n_slots) -- absent keys -- come first, in their order), the slots
+    in that order (-1 for the absent ones) and, when given, ``times`` in that order
+    (else None): what a merge reads in sequence.
+
+    An LSD radix sort in passes of at most 11 bits over one array of 64-bit words, the
+    slot (+ 1; 0 absent) above the query's position: each pass streams through 2,048
+    buckets, which caches well, where one counting pass over n_slots buckets would
+    scatter at random.  With threads, each counts and moves a contiguous part of the
+    words, the parts' buckets laid out one after another: the same order for any
+    n_threads."""
+    cdef Py_ssize_t n = slots.shape[0], i, c, nch, lo, hi
+    cdef int64_t s, b, total, v
+    cdef uint64_t k
     cdef int bits = 0, passes, width, p, shift
     cdef int64_t span = n_slots + 1
+    if times is not None and times.shape[0] != n:
+        raise ValueError("slot_order: one time per slot")
+    if n >= (<int64_t>1 << 32) or span >= (<int64_t>1 << 32):  # beyond the packed words
+        s_arr = np.asarray(slots)
+        key = np.where((s_arr >= 0) & (s_arr < n_slots), s_arr + 1, 0)
+        perm = np.argsort(key, kind="stable")
+        return perm, key[perm] - 1, None if times is None else np.asarray(times)[perm]
     while (<int64_t>1 << bits) < span:
         bits += 1
     passes = max(1, (bits + 10) // 11)
     width = max(1, (bits + passes - 1) // passes)
-    keys_a = np.empty(n, dtype=np.int64)
-    keys_b = np.empty(n, dtype=np.int64)
-    idx_a = np.arange(n, dtype=np.int64)
-    idx_b = np.empty(n, dtype=np.int64)
-    counts_arr = np.zeros(<Py_ssize_t>1 << width, dtype=np.int64)
-    cdef int64_t[::1] ka = keys_a, kb = keys_b, ia = idx_a, ib = idx_b, counts = counts_arr
-    cdef int64_t[::1] tk, ti
-    cdef int64_t mask = (<int64_t>1 << width) - 1
-    with nogil:
-        for i in range(n):
-            s = slots[i]
-            ka[i] = s + 1 if 0 <= s < n_slots else 0
+    nch = max(1, min(<Py_ssize_t>n_threads, n // 65536))  # small sorts: one thread
+    keys_a = np.empty(n, dtype=np.uint64)
+    keys_b = np.empty(n, dtype=np.uint64)
+    counts_arr = np.zeros((nch, <Py_ssize_t>1 << width), dtype=np.int64)
+    cdef uint64_t[::1] ka = keys_a, kb = keys_b, tk
+    cdef int64_t[:, ::1] counts = counts_arr
+    cdef uint64_t mask = (<uint64_t>1 << width) - 1, low = 0xFFFFFFFF
+    for i in prange(n, nogil=True, num_threads=nch, schedule="static"):
+        s = slots[i]
+        ka[i] = (<uint64_t>(s + 1 if 0 <= s < n_slots else 0) << 32) | <uint64_t>i
     for p in range(passes):
-        shift = p * width
+        shift = 32 + p * width
+        counts[:, :] = 0
+        for c in prange(nch, nogil=True, num_threads=nch, schedule="static"):
+            for i in range(c * n // nch, (c + 1) * n // nch):
+                counts[c, (ka[i] >> shift) & mask] += 1
         with nogil:
-            counts[:] = 0
-            for i in range(n):
-                counts[(ka[i] >> shift) & mask] += 1
             total = 0
-            for b in range(mask + 1):
-                k = counts[b]
-                counts[b] = total
-                total += k
-            for i in range(n):
-                b = (ka[i] >> shift) & mask
-                kb[counts[b]] = ka[i]
-                ib[counts[b]] = ia[i]
-                counts[b] += 1
+            for b in range(<int64_t>mask + 1):
+                for c in range(nch):
+                    v = counts[c, b]
+                    counts[c, b] = total
+                    total += v
+        for c in prange(nch, nogil=True, num_threads=nch, schedule="static"):
+            for i in range(c * n // nch, (c + 1) * n // nch):
+                k = ka[i]
+                b = (k >> shift) & mask
+                kb[counts[c, b]] = k
+                counts[c, b] += 1
         tk = ka
         ka = kb
         kb = tk
-        ti = ia
-        ia = ib
-        ib = ti
-    return np.asarray(ia)
+    order_arr = np.empty(n, dtype=np.int64)
+    sorted_arr = np.empty(n, dtype=np.int64)
+    times_arr = None if times is None else np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] order = order_arr, ss = sorted_arr
+    cdef int64_t[::1] st = times_arr
+    for c in prange(nch, nogil=True, num_threads=nch, schedule="static"):
+        lo = c * n // nch
+        hi = (c + 1) * n // nch
+        for i in range(lo, hi):
+            k = ka[i]
+            order[i] = <int64_t>(k & low)
+            ss[i] = <int64_t>(k >> 32) - 1
+        if times is not None:
+            for i in range(lo, hi):
+                if i + 16 < hi:
+                    MMFS_PREFETCH(&times[order[i + 16]])
+                st[i] = times[order[i]]
+    return order_arr, sorted_arr, times_arr
 
 
 def last_below_py(const int64_t[::1] rows, const int64_t[::1] mins, int64_t lo, int64_t p,
@@ -788,14 +863,14 @@ cdef class RowTable:
         runs may be newer than the version read); -1 when there is none or s is not a
         slot of this version; K_CORRUPT for a record that is another slot's.
 
-        Per run: find the slot's entries (a binary search, or with ``cursor`` -- one
-        position per run, for slots asked in increasing order -- a gallop forward from
-        the previous slot's), the last of them at or before t (a binary search), and
+        Per run: find the slot's entries and the last of them at or before t (binary
+        searches, or with ``cursor`` -- one position per run, for slots asked in
+        increasing order -- a merge step forward from the previous slot's), and
         when that entry is newer than the version, the last older one through the
         row-minimum levels (O(64 * levels)).  ``check=False`` leaves the record's slot
         unchecked (the caller checks it when it reads the record: check_gather)."""
         cdef Py_ssize_t r
-        cdef int64_t m, lo, hi, mid, a, b, best_t = 0, best_r = -1, i
+        cdef int64_t m, lo, a, best_t = 0, best_r = -1, i
         cdef const int64_t *rs
         cdef const int64_t *rt
         cdef const int64_t *rr
@@ -807,19 +882,10 @@ cdef class RowTable:
             rt = rs + m
             rr = rs + 2 * m
             if cursor != NULL:
-                lo = lower_from(rs, cursor[r], m, s)
-                cursor[r] = lo
+                a = merge_step(rs, rt, m, &cursor[r], s, t, &lo)
             else:
                 lo = lower_in(rs, 0, m, s)  # first entry with slot >= s
-            hi = lower_from(rs, lo, m, s + 1)  # past the slot's entries
-            a = lo  # first of them after t
-            b = hi
-            while a < b:
-                mid = (a + b) >> 1
-                if rt[mid] <= t:
-                    a = mid + 1
-                else:
-                    b = mid
+                a = upper_time(rt, lo, lower_from(rs, lo, m, s + 1), t)  # first after t
             if a == lo:
                 continue
             i = a - 1  # the last entry <= (s, t); the last one this version sees:
@@ -864,20 +930,26 @@ cdef class RowTable:
         return bad
 
     def asof_sorted(self, const int64_t[::1] slots, const int64_t[::1] times,
-                    const int64_t[::1] order, int64_t[::1] rows, int64_t ttl=-1,
+                    const int64_t[::1] order, const int64_t[::1] sorted_slots,
+                    const int64_t[::1] sorted_times, int64_t[::1] rows, int64_t ttl=-1,
                     int n_threads=1, FieldPlan plan=None, out=None):
         """asof_rows for many queries: the same answers, in two passes.
 
-        1. In slot order (``order``, a permutation sorting the queries by slot), a merge
-           of the sorted queries with each sorted run, galloping forward; each thread
-           takes a contiguous part with its own cursors.  The runs are read in order.
+        1. In slot order (``order``, a permutation sorting the queries by slot, and the
+           queries' slots and times in that order: slot_order), a merge of the sorted
+           queries with each sorted run (merge_step); each thread takes a contiguous
+           part with its own cursors.  The queries and the runs are read in sequence,
+           the answers written in sequence, then put in query order.
         2. In query order, each answer's record is read (prefetched ahead) to check its
            slot and ttl and, with ``plan`` and ``out`` (len(rows) * plan.row_bytes
            bytes), to copy its fields (gather_plan's bytes): one random read per key,
            the floor of any gather from a large arena."""
-        cdef Py_ssize_t n = order.shape[0], nch, c, k, lo_k, hi_k, q
+        cdef Py_ssize_t n = order.shape[0], nch, c, k, lo_k, hi_k
         cdef uint8_t *o = NULL
         cdef uint8_t[::1] ov
+        if not (sorted_slots.shape[0] == sorted_times.shape[0] == slots.shape[0]
+                == times.shape[0] == rows.shape[0] == n):
+            raise ValueError("asof_sorted: one slot, time, position and row per query")
         if n == 0:
             return 0
         if plan is not None:
@@ -885,19 +957,21 @@ cdef class RowTable:
             if ov.shape[0] != n * plan.row_bytes:
                 raise ValueError("out must hold len(rows) * plan.row_bytes bytes")
             o = &ov[0]
-        ss_arr = np.take(slots, order)
-        st_arr = np.take(times, order)
-        cdef const int64_t[::1] ss = ss_arr
-        cdef const int64_t[::1] st = st_arr
         nch = max(1, min(<Py_ssize_t>n_threads, n))
-        cursors = np.zeros((nch, max(1, self.n_runs)), dtype=np.int64)
+        # a thread's cursors on cache lines of their own (shared lines ping-pong)
+        cursors = np.zeros((nch, (self.n_runs + 15) // 8 * 8), dtype=np.int64)
         cdef int64_t[:, ::1] cur = cursors
+        found_arr = np.empty(n, dtype=np.int64)
+        cdef int64_t[::1] found = found_arr
         for c in prange(nch, nogil=True, num_threads=n_threads, schedule="static"):
             lo_k = c * n // nch
             hi_k = (c + 1) * n // nch
             for k in range(lo_k, hi_k):
-                rows[order[k]] = self.asof_slot(ss[k], st[k], &cur[c, 0], False)
-        del ss_arr, st_arr
+                found[k] = self.asof_slot(sorted_slots[k], sorted_times[k], &cur[c, 0], False)
+        with nogil:
+            for k in range(n):
+                rows[order[k]] = found[k]
+        del found_arr
         return self.check_gather(slots, times, rows, ttl, n_threads, plan, o)
 
     cdef int64_t check_gather(self, const int64_t[::1] slots, const int64_t[::1] times,
@@ -965,16 +1039,28 @@ cdef class RowTable:
     cdef inline void copy_fields(self, int64_t row, uint8_t *dst, FieldPlan plan,
                                  const int64_t *offsets) noexcept nogil:
         """copy_row without the affine step (fetch applies it to a whole stage after the
-        stage's copies: right after each copy, its loads would wait for the copy's stores)."""
-        cdef Py_ssize_t f
+        stage's copies: right after each copy, its loads would wait for the copy's stores).
+        Fields that lie back to back in the record, as they do in the output, are copied
+        as one: 32 float32 scalars are one 128-byte copy, not 32 calls of memcpy."""
+        cdef Py_ssize_t f = 0, g, n = plan.n_fields
+        cdef int64_t off, size
         cdef const uint8_t *rec
         if row < 0:
             memset(dst, 0, plan.row_bytes)
             return
         rec = self.record(row)
-        for f in range(plan.n_fields):
-            if offsets[f] >= 0:
-                memcpy(dst + plan.starts[f], rec + offsets[f], plan.sizes[f])
+        while f < n:
+            off = offsets[f]
+            if off < 0:
+                f += 1
+                continue
+            size = plan.sizes[f]
+            g = f + 1
+            while g < n and offsets[g] == off + size:
+                size += plan.sizes[g]
+                g += 1
+            memcpy(dst + plan.starts[f], rec + off, size)
+            f = g
 
 
 cdef const int64_t *_positions(const int64_t[::1] at, Py_ssize_t n, Py_ssize_t nbytes,
