@@ -44,6 +44,8 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "recall@10 against exact search: 1.000" in out
     assert "found at commit: True" in out
     assert "does not have it: True" in out
+    assert "no longer found, version " in out
+    assert "still finds it: True" in out
     assert "every answer among them: True" in out
     assert "exact k-NN over the 3,000 x 128 embeddings" in out
     assert "one query, k=10:" in out
@@ -71,7 +73,7 @@ def test_demo_keeps_a_store_at_path(capsys: pytest.CaptureFixture[str], tmp_path
     capsys.readouterr()
     with mmfs.open(path, mode="r") as store:
         users = store["users"]
-        assert len(users) == 401  # the similarity-search part writes one user
+        assert len(users) == 400  # the similarity-search part writes one user, deletes it
         assert users.features[-2:] == ["embedding", "country"]
         assert store.verify() == {"users": 401}
         assert users.indexes()["embedding"].kind == "lsh"

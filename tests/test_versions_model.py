@@ -7,7 +7,8 @@ live version the number of committed rows it knew (``None`` for version 0, which
 the group), its message and tags.  From these it derives what any read must show:
 
 * ``get(keys, version=v)``: each key's row of greatest (event time, write sequence)
-  among the first ``rows[v]`` committed rows; missing (masked, NaN / 0) where none;
+  among the first ``rows[v]`` committed rows; missing (masked, NaN / 0) where none or
+  where that row is a delete's tombstone;
 * ``get(keys, version=v, as_of=t)``: the same among those rows whose event time <= t;
 * ``diff(v1, v2)``: the keys whose latest row differs between the two versions (every
   row carries a unique ``seq`` feature, so a different row is a different value);
@@ -15,12 +16,13 @@ the group), its message and tags.  From these it derives what any read must show
   current one and ``also``; a dropped version then reads as NotFoundError.
 
 Rules write small batches over a few keys with event times from a small set (ties and
-late rows with old times are common), commit (with or without a new tag; a taken tag is
+late rows with old times are common), delete keys (at one of those times, or now),
+commit (with or without a new tag; a taken tag is
 refused and changes nothing), roll back, gc, reopen the writer, open a reader, and read
 through both at live versions (by id or tag; one key or many; with and without as_of,
 one time or one per key) and at dropped ones.  Invariants: ``store.versions()`` lists the
 live versions with their messages and tags, every tag resolves to its version, and
-``g.keys()`` lists the committed keys in order of first write.
+``g.keys()`` lists the committed keys with a value in order of first write.
 """
 
 from __future__ import annotations
@@ -72,11 +74,12 @@ class Row:
     seq: int  # write sequence (unique, increasing; also stored as the "seq" feature)
     x: float
     n: int
+    deleted: bool = False  # a delete's tombstone
 
 
 def latest(rows: list[Row], t: int | None = None) -> dict[int, Row]:
     """Each key's row of greatest (event time, write sequence), among those with event
-    time <= t when t is given."""
+    time <= t when t is given; keys whose row is a tombstone are left out."""
     out: dict[int, Row] = {}
     for r in rows:
         if t is not None and r.t > t:
@@ -84,7 +87,7 @@ def latest(rows: list[Row], t: int | None = None) -> dict[int, Row]:
         old = out.get(r.key)
         if old is None or (r.t, r.seq) > (old.t, old.seq):
             out[r.key] = r
-    return out
+    return {k: r for k, r in out.items() if not r.deleted}
 
 
 def same_floats(got: np.ndarray, want: np.ndarray) -> bool:
@@ -274,6 +277,23 @@ class VersionsModel(StoreMachine):
         self.do_write(batch, one_time)
 
     @rule(
+        keys=st.lists(st.sampled_from(PROBE_KEYS), max_size=4),
+        when=st.sampled_from([None, *TIMES]),
+    )
+    def delete(self, keys: list[int], when: int | None) -> None:
+        """Delete keys at one event time (None: now, after every time written); keys
+        never written (committed or pending) are ignored."""
+        known = {r.key for r in self.committed + self.pending}
+        event_time = None if when is None else T0 + np.timedelta64(when, "s")
+        t = (np.datetime64("now", "ns") - T0).astype(np.int64) if when is None else when * SECOND
+        deleted = self.writer["g"].delete(keys, event_time=event_time)
+        chosen = [k for k in keys if k in known]
+        assert deleted == len(chosen)
+        for k in chosen:  # a tombstone takes a write sequence, like a row
+            self.seq += 1
+            self.pending.append(Row(k, int(t), self.seq, np.nan, 0, deleted=True))
+
+    @rule(
         batches=st.lists(st.tuples(BATCH, st.booleans()), max_size=3),
         tag=st.one_of(st.none(), st.sampled_from(TAGS)),
         message=st.text(max_size=5),
@@ -412,7 +432,8 @@ class VersionsModel(StoreMachine):
         for tag, v in self.tag_of().items():
             assert self.writer.version(tag) == v
         assert self.writer.generation == self.gen
-        committed_keys = list(dict.fromkeys(r.key for r in self.committed))
+        have = latest(self.committed)
+        committed_keys = [k for k in dict.fromkeys(r.key for r in self.committed) if k in have]
         assert np.asarray(self.writer["g"].keys()).tolist() == committed_keys
         assert len(self.writer["g"]) == len(committed_keys)
 

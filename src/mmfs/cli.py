@@ -337,8 +337,8 @@ def _tour_versions(path: str, rng: np.random.Generator) -> bool:
 
 def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
     """Part 6: an LSH index over the users' embeddings, built beside them in the store:
-    recall and latency against exact search, new rows indexed at commit, a version
-    searched as it was, a filter.  Returns whether every check passed."""
+    recall and latency against exact search, new rows indexed at commit, a delete, a
+    version searched as it was, a filter.  Returns whether every check passed."""
     import mmfs
 
     print("\n[similarity search] an LSH index over the embeddings, versioned with them")
@@ -362,11 +362,21 @@ def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
         print(f"  a user written after the index is found at commit: {found[0] == new_key} "
               f"(distance {dist[0]:.1f}); version {v_index} does not have it: "
               f"{before[0] != new_key}")  # fmt: skip
+        v_found = store.generation
+        users.delete([new_key])
+        v_gone = store.commit("the new user deleted")
+        after, _ = users.search("embedding", fresh[0], k=1)
+        kept_before, _ = users.search("embedding", fresh[0], k=1, version=v_found)
+        gone = after[0] != new_key and kept_before[0] == new_key
+        print(f"  deleted at version {v_gone}: no longer found, version {v_found} still finds "
+              f"it: {gone}")  # fmt: skip
         allowed = users.keys()[::2]
         kept, _ = users.search("embedding", queries[:8], k=k, filter=allowed)
         in_filter = bool(np.isin(kept, allowed).all())
         print(f"  filter= half of the users: every answer among them: {in_filter}")
-    return ev["recall"] >= 0.9 and found[0] == new_key and before[0] != new_key and in_filter
+    return bool(ev["recall"] >= 0.9 and found[0] == new_key and before[0] != new_key) and (
+        in_filter and gone
+    )
 
 
 def _user_values(users: Any, n: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ PAGE_BITS: Final = 6  # 64 slots (512 bytes) per page-table page
 _STR_OVERHEAD: Final = 49  # bytes of a Python str object beyond its characters
 _INDEX_VERIFY_LIMIT: Final = 1 << 20  # key index files checksummed on load up to 1 MiB
 _I64 = np.dtype(np.int64)
+_TOMB: Final = _store.TOMBSTONE  # the flag of a tombstone's slot (see FeatureGroup.delete)
+_NO_ROW_T: Final = np.iinfo(np.int64).min  # _Pending.latest_t of a slot without a row
 _MAX_AUTO_BATCH: Final = 1 << 17  # iter_batches' default batch size, at most
 # A fused read (RowTable.get_int) hands its threads 1,024 keys at a time; on the 2-core
 # development VM two threads read 1.9x as fast as one from 2,048 keys on, and 0.94x at
@@ -146,6 +149,13 @@ class GroupMeta:
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: feature -> its similarity index (mmfs.index)
     indexes: dict[str, IndexDef] = field(default_factory=dict)
+    #: slots whose latest row is a tombstone (FeatureGroup.delete): keys without a value
+    n_deleted: int = 0
+
+    @property
+    def n_keys(self) -> int:
+        """Keys with a value (the committed keys less the deleted ones)."""
+        return self.n_slots - self.n_deleted
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,6 +180,7 @@ class GroupMeta:
             "definition": self.definition,
             "info": self.info,
             "indexes": {f: idx.to_json() for f, idx in self.indexes.items()},
+            "n_deleted": self.n_deleted,
         }
 
 
@@ -500,7 +511,8 @@ def _itemsize(t: FeatureType) -> int:
 
 #: as-of lookups of at least this many keys sort them by slot and merge (_as_of_batch)
 _SORTED_ASOF: Final = 2048
-_END_OF_TIME: Final = np.datetime64(np.iinfo(np.int64).max, "ns")  # int64: never NaT
+_END_NS: Final = np.iinfo(np.int64).max
+_END_OF_TIME: Final = np.datetime64(_END_NS, "ns")  # int64: never NaT
 _FOUND: Final = np.ones(1, dtype=bool)
 _NOT_FOUND: Final = np.zeros(1, dtype=bool)
 _FOUND.flags.writeable = False
@@ -647,11 +659,42 @@ class _Snapshot:
         return plan
 
     def committed_keys(self) -> Any:
-        """Every key the snapshot's version has, in slot order (a pinned version's key
-        index may hold newer keys beyond its n_slots)."""
+        """Every key the snapshot's version has a value for, in slot order (a pinned
+        version's key index may hold newer keys beyond its n_slots; deleted keys are
+        left out)."""
         keys = self.index.keys()
         n = self.meta.n_slots
+        if self.meta.n_deleted:
+            live = self.live_slots()
+            return [keys[i] for i in live.tolist()] if isinstance(keys, list) else keys[live]
         return keys[:n] if isinstance(keys, list) else keys[:n].copy()
+
+    def slot_rows(self) -> np.ndarray:
+        """The current row of every slot of the version (-1: deleted), cached: the page
+        table's, or for a pinned version its history's as of the end of time."""
+        rows = self.search_cache.get("slot_rows")
+        if rows is None:
+            n = self.meta.n_slots
+            slots = np.arange(n, dtype=_I64)
+            if self.pinned:
+                rows = np.empty(n, dtype=_I64)
+                bad = self.table.asof_rows(slots, np.full(n, _END_NS, dtype=_I64), rows, -1, 1)
+            else:
+                rows = slots
+                bad = self.table.rows_of_slots(rows)
+            if bad:
+                raise CorruptStoreError(
+                    f"group {self.meta.name!r}: a damaged page table or history"
+                )
+            rows.flags.writeable = False
+            self.search_cache["slot_rows"] = rows
+        return rows
+
+    def live_slots(self) -> np.ndarray:
+        """The slots with a value at this version (every slot but the deleted ones)."""
+        if not self.meta.n_deleted:
+            return np.arange(self.meta.n_slots, dtype=_I64)
+        return np.flatnonzero(self.slot_rows() >= 0)
 
     def pins(self) -> dict[str, int]:
         """{transform name: version} pinned to this version's features."""
@@ -832,8 +875,12 @@ class _Snapshot:
         return self._header_field(rows, 8)
 
     def row_slots(self, rows: np.ndarray) -> np.ndarray:
-        """The slot each of rows was written for (-1 rows read 0)."""
-        return self._header_field(rows, 0)
+        """The slot each of rows was written for (-1 rows read 0; a tombstone's too)."""
+        return self._header_field(rows, 0) & ~_TOMB
+
+    def tombstones(self, rows: np.ndarray) -> np.ndarray:
+        """Which of rows are tombstones (written by a delete)."""
+        return (self._header_field(rows, 0) & _TOMB) != 0
 
     def _header_field(self, rows: np.ndarray, offset: int) -> np.ndarray:
         out = np.zeros(rows.shape[0], dtype=_I64)
@@ -856,17 +903,28 @@ class _Pending:
             self.index = KeyIndex(meta.key_type)  # type: ignore[arg-type]
         self.keys_changed = False
         n = meta.n_slots
+        # per slot: the row of its greatest event time (-1: none, or deleted) and that
+        # time (a deleted key's: its tombstone's; _NO_ROW_T: a slot of this write)
         if snap is not None and n:
             rows = np.arange(n, dtype=_I64)
             if snap.table.rows_of_slots(rows):
                 raise CorruptStoreError(f"group {meta.name!r}: its page table is corrupt")
             self.latest = rows
             self.latest_t = snap.event_times(rows)
+            dead = np.flatnonzero(rows < 0)
+            if dead.shape[0] != meta.n_deleted:
+                raise CorruptStoreError(
+                    f"group {meta.name!r}: {dead.shape[0]} keys without a row, the manifest "
+                    f"says {meta.n_deleted} deleted"
+                )
+            if dead.shape[0]:
+                self.latest_t[dead] = _deletion_times(snap, dead)
         else:
             self.latest = np.full(n, -1, dtype=_I64)
-            self.latest_t = np.zeros(n, dtype=_I64)
+            self.latest_t = np.full(n, _NO_ROW_T, dtype=_I64)
         self.n_rows = meta.n_rows
         self.n_slots = n
+        self.n_deleted = meta.n_deleted
         self.dirty: set[int] = set()
         self.sparse_elems = dict(meta.sparse_elems)
         self.categories: dict[str, KeyIndex] = {}
@@ -881,10 +939,26 @@ class _Pending:
             cap = max(n_slots, 2 * self.latest.shape[0])
             latest = np.full(cap, -1, dtype=_I64)
             latest[: self.n_slots] = self.latest[: self.n_slots]
-            latest_t = np.zeros(cap, dtype=_I64)
+            latest_t = np.full(cap, _NO_ROW_T, dtype=_I64)
             latest_t[: self.n_slots] = self.latest_t[: self.n_slots]
             self.latest, self.latest_t = latest, latest_t
         self.n_slots = n_slots
+
+
+def _deletion_times(snap: _Snapshot, slots: np.ndarray) -> np.ndarray:
+    """The event times of the tombstones that deleted slots (their latest rows)."""
+    rows = np.empty_like(slots)
+    snap.table.latest_rows(slots, rows)
+    if (
+        (rows < 0).any()
+        or not snap.tombstones(rows).all()
+        or not np.array_equal(snap.row_slots(rows), slots)
+    ):
+        raise CorruptStoreError(
+            f"group {snap.meta.name!r}: a key without a row in the page table has no "
+            "tombstone of its own in its history"
+        )
+    return snap.event_times(rows)
 
 
 def _new_keys(index: KeyIndex, keys: Any, str_keys: bool) -> tuple[np.ndarray, Any, int]:
@@ -933,7 +1007,7 @@ class FeatureGroup:
         meta = self._meta()
         return (
             f"<FeatureGroup {self.name!r} key={meta.key!r} ({meta.key_type}), "
-            f"{meta.n_slots} keys, features {list(meta.features)}>"
+            f"{meta.n_keys} keys, features {list(meta.features)}>"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -961,12 +1035,13 @@ class FeatureGroup:
         return list(self._meta().features)
 
     def __len__(self) -> int:
-        """Committed keys."""
-        return self._meta().n_slots
+        """Committed keys with a value (deleted ones are not counted)."""
+        return self._meta().n_keys
 
     def keys(self) -> np.ndarray | list[str]:
-        """Every committed key, in order of first write."""
-        return self._store._snapshot(self.name).index.keys()
+        """Every committed key with a value (at the group's version), in order of first
+        write."""
+        return self._resolve(None, None)[0].committed_keys()
 
     def describe(self) -> dict[str, Any]:
         return self._store.describe(self.name)
@@ -1436,8 +1511,9 @@ class FeatureGroup:
         """``get`` in batches of ``batch_size`` keys, for key sets whose values do not
         fit in memory at once: one :class:`FeatureBatch` per chunk, in key order.
 
-        ``keys=None`` walks every committed key of the group (of ``version``) in the
-        order of first write.  ``batch_size=None`` sizes the batches from the store's
+        ``keys=None`` walks every key of the group with a value (at ``version``) in the
+        order of first write; with ``as_of``, every key ever written (missing where it
+        had no value at that time).  ``batch_size=None`` sizes the batches from the store's
         memory budget: a quarter of what it has free, at most 131,072 keys.  The store is
         read as it was when the iteration started: commits made meanwhile are not seen.
         ``as_of`` is one event time or one per key.  The arguments are checked at the
@@ -1455,6 +1531,8 @@ class FeatureGroup:
         plan = snap.plan(features)
         if keys is None:
             n = snap.meta.n_slots
+            if as_of is _END_OF_TIME:  # a pinned version's rows: _Snapshot.slot_rows
+                as_of = None
         else:
             keys = key_sequence(keys)
             n = len(keys)
@@ -1491,10 +1569,24 @@ class FeatureGroup:
             else:
                 assert keys is not None
                 chunk = keys[a:b]
-            if every and times is None and not snap.pinned:  # rows straight from slots
-                rows = np.arange(a, b, dtype=_I64)
-                if snap.table.rows_of_slots(rows) or (rows < 0).any():
-                    raise self._corrupt()
+            if every and times is None:  # rows straight from slots; deleted keys skipped
+                if snap.pinned:
+                    rows = snap.slot_rows()[a:b]
+                else:
+                    rows = np.arange(a, b, dtype=_I64)
+                    if snap.table.rows_of_slots(rows):
+                        raise self._corrupt()
+                live = rows >= 0
+                if not live.all():
+                    if not snap.meta.n_deleted:
+                        raise self._corrupt()
+                    if not live.any():  # every key of the chunk deleted: no empty batch
+                        continue
+                    rows = rows[live]
+                    if isinstance(chunk, list):
+                        chunk = list(itertools.compress(chunk, live.tolist()))
+                    else:
+                        chunk = chunk[live]
                 yield self._gather(snap, chunk, rows, features, n_threads, "iter_batches()")
             else:
                 t = None if times is None else times[a:b]
@@ -1825,8 +1917,6 @@ class FeatureGroup:
                     codes = codes_of(encoded[fname], P, t, _threads(n, None))
                     files.lsh_files(fname, idx).write(pending.n_rows, codes, durable=store._durable)
             # Everything is on its way to disk: now the bookkeeping, which cannot fail.
-            first_row = pending.n_rows
-            pending.n_rows += n
             if n_new:
                 pending.index.insert(new_keys)
                 pending.keys_changed = True
@@ -1836,14 +1926,76 @@ class FeatureGroup:
                     pending.categories_changed.add(name)
             pending.quant.update(fitted)
             pending.grow(max(pending.n_slots, int(slots.max()) + 1))
-            self._update_latest(pending, slots, times, first_row)
-            pending.hist.append((slots, times, np.arange(first_row, first_row + n, dtype=_I64)))
-            pending.written = True
+            self._appended(pending, slots, times)
         return n
 
-    def _update_latest(
-        self, pending: _Pending, slots: np.ndarray, times: np.ndarray, first_row: int
+    def delete(self, keys: Any, event_time: Any = None) -> int:
+        """Delete keys: from ``event_time`` on (default: now) each has no value.
+
+        A delete is a row of each key's history, like a write (a *tombstone*), and
+        visible after ``store.commit()``.  Then a read misses the key (as one never
+        written: NaN and a mask, or ``missing="raise"``), and so does a read ``as_of`` a
+        time at or after event_time; reads as of earlier times, and of versions committed
+        before, still find its older rows.  ``len``, ``keys()``, ``iter_batches`` and
+        searches leave it out.  As for writes, the row of greatest event time wins
+        (ties: the later one): a later write with a newer event time gives the key a value
+        again, one with an older event time does not.  Keys the group has never had
+        are ignored.  Returns the number of keys deleted.  Bad input raises before
+        anything is written.
+        """
+        store = self._store
+        store._check_writable()
+        meta = self._meta()
+        if not isinstance(keys, int | str | list | tuple | np.ndarray | np.generic):
+            keys = _materialise(keys)
+        if meta.key_type == "str":
+            _qb, qo = _as_str_keys(keys)
+            n = qo.shape[0] - 1
+        else:
+            keys = _as_int_keys(keys)
+            n = keys.shape[0]
+        times = to_ns(event_time, n)
+        pending = store._pending(self.name)
+        files = store._files(self.name)
+        slots = pending.index.lookup(keys)
+        known = slots >= 0
+        slots, times = slots[known], times[known]
+        m = slots.shape[0]
+        if not m:
+            return 0
+        with store._charge(m * files.record_bytes * 2, f"{self.name}.delete() of {m} keys"):
+            records = np.zeros((m, files.record_bytes), dtype=np.uint8)
+            _put(records, files.offsets["slot"], slots | _TOMB)
+            _put(records, files.offsets["event_time"], times)
+            files.rows.write(pending.n_rows, records, durable=store._durable)
+            for fname, idx in meta.indexes.items():
+                if idx.kind == "lsh":  # a code per row: a tombstone's is never searched
+                    zeros = np.zeros((m, idx.bits // 64), dtype=np.uint64)
+                    files.lsh_files(fname, idx).write(pending.n_rows, zeros, store._durable)
+            self._appended(pending, slots, times, deleted=True)
+        return m
+
+    def _appended(
+        self, pending: _Pending, slots: np.ndarray, times: np.ndarray, deleted: bool = False
     ) -> None:
+        """The bookkeeping of rows just written at pending.n_rows (which cannot fail)."""
+        first_row = pending.n_rows
+        n = slots.shape[0]
+        pending.n_rows += n
+        self._update_latest(pending, slots, times, first_row, deleted)
+        pending.hist.append((slots, times, np.arange(first_row, first_row + n, dtype=_I64)))
+        pending.written = True
+
+    def _update_latest(
+        self,
+        pending: _Pending,
+        slots: np.ndarray,
+        times: np.ndarray,
+        first_row: int,
+        deleted: bool = False,
+    ) -> None:
+        """Make the new rows (tombstones when ``deleted``) their slots' latest where
+        they are (greatest event time; ties: the later row), counting deleted keys."""
         n = slots.shape[0]
         order = np.lexsort((np.arange(n), times, slots))  # by slot, then time, then position
         s_sorted = slots[order]
@@ -1851,9 +2003,13 @@ class FeatureGroup:
         last[:-1] = s_sorted[1:] != s_sorted[:-1]
         win = order[last]  # per slot: greatest event time, ties to the later row
         ws, wt = slots[win], times[win]
-        newer = (pending.latest[ws] < 0) | (wt >= pending.latest_t[ws])
+        newer = wt >= pending.latest_t[ws]
         ws, wt, wrow = ws[newer], wt[newer], win[newer] + first_row
-        pending.latest[ws] = wrow
+        was_deleted = int(np.count_nonzero(
+            (pending.latest[ws] < 0) & (pending.latest_t[ws] != _NO_ROW_T)
+        ))  # fmt: skip
+        pending.n_deleted += (ws.shape[0] if deleted else 0) - was_deleted
+        pending.latest[ws] = -1 if deleted else wrow
         pending.latest_t[ws] = wt
         pending.dirty.update(np.unique(ws >> PAGE_BITS).tolist())
 
@@ -2195,7 +2351,7 @@ def _build_lsh(group: FeatureGroup, feature: str, idx: IndexDef, n_threads: int)
     P = projections(ftype.width, idx.bits, idx.seed)
     mean = None
     if idx.metric == "euclidean" and snap is not None:
-        current = _search.slot_rows(snap)
+        current = snap.slot_rows()
         current = current[current >= 0]
         total = np.zeros(ftype.width, dtype=np.float64)
         for lo in range(0, current.shape[0], _INDEX_CHUNK):

@@ -34,6 +34,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -63,6 +64,7 @@ from mmfs.group import (
     FeatureGroup,
     GroupFiles,
     GroupMeta,
+    _deletion_times,
     _Pending,
     _save_key_index,
     _Snapshot,
@@ -237,6 +239,7 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
             keys_gen=_int(doc, "keys_gen", src, nullable=True),
             dir_gen=_int(doc, "dir_gen", src, nullable=True),
             pages_base=_int(doc, "pages_base", src),
+            n_deleted=_int(doc, "n_deleted", src) if "n_deleted" in doc else 0,  # issue 8
         )  # fmt: skip
         if layout(features).record_bytes != doc["record_bytes"]:
             raise CorruptStoreError(f"{src}: record size does not match its schema")
@@ -278,8 +281,10 @@ def _parse_group(name: str, doc: Any, source: str) -> GroupMeta:
         raise CorruptStoreError(f"{src}: missing field {exc}") from None
     except ParameterError as exc:
         raise CorruptStoreError(f"{src}: {exc}") from None
-    if meta.n_slots > meta.n_rows or (
-        meta.n_slots and (meta.keys_gen is None or meta.dir_gen is None)
+    if (
+        meta.n_slots > meta.n_rows
+        or meta.n_deleted > meta.n_slots
+        or (meta.n_slots and (meta.keys_gen is None or meta.dir_gen is None))
     ):
         raise CorruptStoreError(f"{src}: inconsistent counts")
     return meta
@@ -951,7 +956,7 @@ class Store:
             "key_type": meta.key_type,
             "features": {n: t.to_json() for n, t in meta.features.items()},
             "description": meta.description,
-            "keys": committed.n_slots if committed else 0,
+            "keys": committed.n_keys if committed else 0,
             "rows": committed.n_rows if committed else 0,
             "record_bytes": layout(meta.features).record_bytes,
             "created": np.datetime64(meta.created_ns, "ns"),
@@ -1340,6 +1345,7 @@ class Store:
             meta.history = self._commit_history(files, meta.history, pending, gen)
         meta.n_rows = pending.n_rows
         meta.n_slots = pending.n_slots
+        meta.n_deleted = pending.n_deleted
         meta.sparse_elems = dict(pending.sparse_elems)
         meta.written_ns = now_ns()
 
@@ -1489,8 +1495,15 @@ class Store:
                 open_array(files.path(f), None, verify=True)
             self._verify_history(name, snap)
             rows = np.arange(meta.n_slots, dtype=np.int64)
-            if snap.table.rows_of_slots(rows) or (rows < 0).any():
+            if snap.table.rows_of_slots(rows):
                 raise CorruptStoreError(f"group {name!r}: a key has no valid row")
+            dead = np.flatnonzero(rows < 0)
+            if dead.shape[0] != meta.n_deleted:
+                raise CorruptStoreError(
+                    f"group {name!r}: {dead.shape[0]} keys without a row, {meta.n_deleted} deleted"
+                )
+            if dead.shape[0]:
+                _deletion_times(snap, dead)  # each one's latest row is its tombstone
             for fname in meta.categories:
                 snap.category_table(fname)
             out[name] = meta.n_slots
@@ -1592,18 +1605,26 @@ def _copy_rows(
     snap: _Snapshot, target: FeatureGroup, features: dict[str, Any], added: list[str]
 ) -> None:
     """Write every row of ``snap`` again, in order, into ``target`` (its features:
-    ``features``; the ``added`` ones get missing values)."""
+    ``features``; the ``added`` ones get missing values); tombstones are deletes again."""
     kept = [f for f in features if f not in added]
     keys = snap.index.keys()
     for lo in range(0, snap.meta.n_rows, _COPY_CHUNK):
-        rows = np.arange(lo, min(lo + _COPY_CHUNK, snap.meta.n_rows), dtype=np.int64)
-        slots = snap.row_slots(rows)
-        ks: Any = [keys[i] for i in slots.tolist()] if isinstance(keys, list) else keys[slots]
-        batch = target._gather(snap, ks, rows, kept, None)
-        values = {f: batch[f] for f in kept}
-        for f in added:
-            values[f] = _missing_values(features[f], rows.shape[0])
-        target.write(ks, values, event_time=snap.event_times(rows).view("datetime64[ns]"))
+        chunk = np.arange(lo, min(lo + _COPY_CHUNK, snap.meta.n_rows), dtype=np.int64)
+        tomb = snap.tombstones(chunk)
+        cuts = [0, *(np.flatnonzero(tomb[1:] != tomb[:-1]) + 1).tolist(), chunk.shape[0]]
+        for a, b in itertools.pairwise(cuts):  # runs of rows, and of tombstones, in order
+            rows = chunk[a:b]
+            slots = snap.row_slots(rows)
+            ks: Any = [keys[i] for i in slots.tolist()] if isinstance(keys, list) else keys[slots]
+            times = snap.event_times(rows).view("datetime64[ns]")
+            if tomb[a]:
+                target.delete(ks, event_time=times)
+                continue
+            batch = target._gather(snap, ks, rows, kept, None)
+            values = {f: batch[f] for f in kept}
+            for f in added:
+                values[f] = _missing_values(features[f], rows.shape[0])
+            target.write(ks, values, event_time=times)
 
 
 def _missing_values(ftype: Any, n: int) -> Any:

@@ -5,6 +5,7 @@ import numpy as np
 MISSING: int
 CORRUPT: int
 STALE: int
+TOMBSTONE: int
 
 class FieldPlan:
     n_fields: int
@@ -78,6 +79,7 @@ class RowTable:
         ttl: int = -1,
         n_threads: int = 1,
     ) -> int: ...
+    def latest_rows(self, slots: np.ndarray, rows: np.ndarray) -> None: ...
     def asof_sorted(
         self,
         slots: np.ndarray,

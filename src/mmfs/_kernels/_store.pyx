@@ -40,7 +40,7 @@ and announcing it: the table then simply stays current.)
 cimport numpy as cnp
 import numpy as np
 from cython.parallel cimport prange
-from libc.stdint cimport int8_t, int32_t, int64_t, intptr_t, uint8_t, uint64_t
+from libc.stdint cimport INT64_MAX, int8_t, int32_t, int64_t, intptr_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from mmfs._kernels._hash_api cimport (
@@ -90,6 +90,12 @@ cdef enum:
 MISSING = K_MISSING
 CORRUPT = K_CORRUPT
 STALE = K_STALE
+
+#: A tombstone -- the row a delete writes -- holds its slot with this bit set (slots are
+#: below 2**62): the key has no value from the tombstone's event time on.  A history
+#: search that ends on one answers -1; the page table never points at one.
+cdef int64_t TOMB = (<int64_t>1) << 62
+TOMBSTONE = TOMB
 
 
 cdef inline const void *_addr(object a):
@@ -861,7 +867,8 @@ cdef class RowTable:
         """The row of slot s with the greatest event time <= t (ties: the greater row,
         i.e. the later write) among the rows this table sees (row < n_rows: the history
         runs may be newer than the version read); -1 when there is none or s is not a
-        slot of this version; K_CORRUPT for a record that is another slot's.
+        slot of this version, or when the row found is a tombstone (a deleted key);
+        K_CORRUPT for a record that is another slot's.
 
         Per run: find the slot's entries and the last of them at or before t (binary
         searches, or with ``cursor`` -- one position per run, for slots asked in
@@ -898,8 +905,10 @@ cdef class RowTable:
             if best_r < 0 or rt[i] > best_t or (rt[i] == best_t and rr[i] > best_r):
                 best_t = rt[i]
                 best_r = rr[i]
-        if check and best_r >= 0 and (<const int64_t *>self.record(best_r))[0] != s:
-            return K_CORRUPT
+        if check and best_r >= 0:
+            i = (<const int64_t *>self.record(best_r))[0]
+            if i != s:
+                return -1 if i == (s | TOMB) else K_CORRUPT
         return best_r
 
     cdef inline int64_t answer(self, int64_t s, int64_t t, int64_t ttl, int64_t *cursor,
@@ -928,6 +937,17 @@ cdef class RowTable:
             rows[i] = self.answer(slots[i], times[i], ttl, NULL, &one)
             bad += one
         return bad
+
+    def latest_rows(self, const int64_t[::1] slots, int64_t[::1] rows):
+        """rows[i] = the row of slots[i] with the greatest event time, tombstones
+        included and records unchecked (the writer reads when its deleted keys were
+        deleted)."""
+        cdef Py_ssize_t i
+        if rows.shape[0] != slots.shape[0]:
+            raise ValueError("latest_rows: one row per slot")
+        with nogil:
+            for i in range(slots.shape[0]):
+                rows[i] = self.asof_slot(slots[i], INT64_MAX, NULL, False)
 
     def asof_sorted(self, const int64_t[::1] slots, const int64_t[::1] times,
                     const int64_t[::1] order, const int64_t[::1] sorted_slots,
@@ -978,7 +998,8 @@ cdef class RowTable:
                               int64_t[::1] rows, int64_t ttl, int n_threads, FieldPlan plan,
                               uint8_t *o):
         """Read each answer's record in query order, prefetched AHEAD rows ahead: a row
-        whose record is another slot's is corrupt (counted, and -1); one older than
+        whose record is another slot's is corrupt (counted, and -1), a tombstone -1; one
+        older than
         times - ttl is -1; copy the plan's fields when o is given (zeros for -1).
         (Visiting the records in arena order instead reads them in sequence but
         scatters the writes: measured slower.)"""
@@ -1003,7 +1024,8 @@ cdef class RowTable:
                 elif row >= 0:
                     rec = <const int64_t *>self.record(row)
                     if rec[0] != slots[i]:
-                        one = one + 1
+                        if rec[0] != (slots[i] | TOMB):
+                            one = one + 1
                         row = -1
                     elif ttl >= 0 and <uint64_t>times[i] - <uint64_t>rec[1] > <uint64_t>ttl:
                         row = -1

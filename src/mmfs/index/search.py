@@ -2,7 +2,7 @@
 ``evaluate_index`` are thin wrappers of the functions here.
 
 Which rows are searched.  A version's rows are those holding a key's current value at
-that version (``slot_rows``: the page table for the newest version, the history search
+that version (``_Snapshot.slot_rows``: the page table for the newest version, the history search
 "as of the end of time" for a pinned one), intersected with ``filter`` (a boolean mask in
 the version's key order, or keys).  Superseded rows keep their codes in the arena, and a
 bitmap over rows tells the scan to skip them; when every row is current and there is no
@@ -51,26 +51,6 @@ _NO_SLOT: Final = np.iinfo(np.int64).max
 # --------------------------------------------------------------------------- rows searched
 
 
-def slot_rows(snap: _Snapshot) -> np.ndarray:
-    """The current row of every slot of the snapshot's version (-1: none), cached."""
-    rows = snap.search_cache.get("slot_rows")
-    if rows is None:
-        n = snap.meta.n_slots
-        slots = np.arange(n, dtype=np.int64)
-        if snap.pinned:
-            rows = np.empty(n, dtype=np.int64)
-            times = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-            bad = snap.table.asof_rows(slots, times, rows, -1, 1)
-        else:
-            rows = slots
-            bad = snap.table.rows_of_slots(rows)
-        if bad:
-            raise CorruptStoreError(f"group {snap.meta.name!r}: a damaged page table or history")
-        rows.flags.writeable = False
-        snap.search_cache["slot_rows"] = rows
-    return rows
-
-
 def _bitmap(rows: np.ndarray, n_rows: int) -> np.ndarray:
     """One bit per row (bit r of word r // 64), set for ``rows``."""
     mask = np.zeros(((n_rows + 63) // 64) * 64, dtype=bool)
@@ -79,16 +59,18 @@ def _bitmap(rows: np.ndarray, n_rows: int) -> np.ndarray:
 
 
 def _filter_slots(group: FeatureGroup, snap: _Snapshot, flt: Any) -> np.ndarray:
-    """The slots a ``filter`` names (sorted, unique)."""
+    """The slots a ``filter`` names (sorted, unique).  A boolean filter has one entry
+    per key of the version, in the order of ``keys()`` (deleted keys have none)."""
     n = snap.meta.n_slots
     arr = flt if isinstance(flt, np.ndarray) else None
     if arr is not None and arr.dtype == np.bool_:
-        if arr.shape != (n,):
+        live = snap.live_slots()
+        if arr.shape != live.shape:
             raise DimensionError(
-                f"a boolean filter has one entry per key of the version searched ({n}), "
-                f"got shape {arr.shape}"
+                f"a boolean filter has one entry per key of the version searched "
+                f"({live.shape[0]}), got shape {arr.shape}"
             )
-        return np.flatnonzero(arr)
+        return live[np.flatnonzero(arr)]
     keys = [flt] if isinstance(flt, int | str | np.integer) else flt
     try:
         slots = snap.index.lookup(keys)
@@ -104,7 +86,7 @@ class _Searched:
     """The slots and rows one search covers, and the scan's bitmap."""
 
     def __init__(self, group: FeatureGroup, snap: _Snapshot, flt: Any) -> None:
-        rows = slot_rows(snap)
+        rows = snap.slot_rows()
         n_rows = snap.meta.n_rows
         if flt is None:
             slots = np.flatnonzero(rows >= 0)
