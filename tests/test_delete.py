@@ -128,6 +128,7 @@ def test_rollback_and_pending_keys(tmp_path) -> None:
     st.commit()
     assert g.keys() == ["a", "b"]
     assert g.get("c").mask.tolist() == [True]
+    assert [list(b.keys) for b in g.iter_batches(batch_size=3)] == [["a", "b"]]
     assert g.delete(iter(["b"])) == 1
     st.commit()
     assert g.keys() == ["a"]
@@ -283,6 +284,8 @@ def test_deleted_keys_that_disagree_with_the_page_table_are_corruption(tmp_path)
     snap.meta.n_deleted = 0  # the manifest's count, damaged in memory
     with pytest.raises(CorruptStoreError, match="1 keys without a row, 0 deleted"):
         st.verify()
+    with pytest.raises(CorruptStoreError):
+        list(g.iter_batches())
     st.rollback()  # the writer's state is made again from the snapshot
     with pytest.raises(CorruptStoreError, match="the manifest says 0 deleted"):
         g.write([4], _values([4]))
