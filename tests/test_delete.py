@@ -61,6 +61,7 @@ def test_delete_hides_keys_from_reads_at_and_after_its_time(tmp_path) -> None:
         g.get([2, 2, 2], as_of=at([9, 10, 11]))["x"], [20, np.nan, np.nan]
     )
     assert g.get(2, as_of=at(9))["x"].tolist() == [20]
+    assert g.get(2, as_of=at(10)).mask.tolist() == [True]  # the one-key as_of path
     # versions: before the commit the key is there, the delete's version pins it deleted
     np.testing.assert_array_equal(g.get([1, 2, 3], version=v1)["x"], [10, 20, 30])
     np.testing.assert_array_equal(g.get([1, 2, 3], version=v2)["x"], [10, np.nan, 30])
