@@ -164,3 +164,33 @@ def test_corrupt_history_is_reported(tmp_path: Path) -> None:
             reader["g"].get([1, 2], as_of=T0)
         with pytest.raises(CorruptStoreError):
             reader["g"].get(1, as_of=T0)  # the one-key path checks the same way
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_sorted_merge_equals_the_per_key_search(tmp_path: Path, n_threads: int) -> None:
+    """Batches of >= 2,048 keys take the sorted merge (slot_order + merge_step); smaller
+    ones a binary search per key.  The same answers over long histories (the merge step
+    bisects past 16 entries of a slot), sparse requests (it gallops past 16 entries of
+    other slots), absent keys and as_of times before, among and after the rows."""
+    rng = np.random.default_rng(5)
+    store = mmfs.open(tmp_path / "s")
+    g = store.create_group("g", schema={"v": mmfs.scalar("float64")})
+    n_keys = 6000
+    for _ in range(3):  # three commits: several history runs
+        long = rng.choice(n_keys, 40, replace=False)  # keys of long histories
+        keys = np.concatenate([rng.integers(0, n_keys, 8000), np.repeat(long, 60)])
+        times = T0 + rng.integers(0, 500, keys.shape[0]) * HOUR
+        g.write(keys, {"v": rng.normal(size=keys.shape[0])}, event_time=times)
+        store.commit()
+    for n, span in ((5000, n_keys + 50), (2500, 40_000)):  # dense; sparse with absent keys
+        keys = rng.integers(-5, span, n)
+        t = T0 + rng.integers(-10, 520, n) * HOUR
+        merged = g.get(keys, as_of=t, n_threads=n_threads)
+        one_by_one = [g.get(keys[a : a + 1000], as_of=t[a : a + 1000]) for a in range(0, n, 1000)]
+        want = np.concatenate([b["v"] for b in one_by_one])
+        found = np.concatenate([b.found for b in one_by_one])
+        assert found.any()
+        assert not found.all()
+        np.testing.assert_array_equal(merged.found, found)
+        np.testing.assert_array_equal(merged["v"], want)
+    store.close()
