@@ -17,12 +17,14 @@ The specification (docs/training_sets.md has it with examples):
   writes, late-arriving rows with old event times included.
 
 How: each group's rows come from one vectorised kernel call that looks every (key, time)
-up in that key's own event-time history (a binary search in each of the group's
-O(log rows) sorted history runs, in parallel), and one gather into a contiguous block.
-Nothing is ever joined as a cross product and the feature history is never loaded: it is
-read where it lies in the mapped history runs.  The memory used is the output itself plus
-24 bytes per entity row of one chunk; the output is charged to the store's memory budget
-first.  For outputs larger than the budget, :func:`Store.training_batches` yields the
+up in that key's own event-time history: a few thousand keys by a binary search in each
+of the group's O(log rows) sorted history runs; more are sorted by slot (a radix sort)
+and merged with each run in sequence, in parallel.  Then one gather into a contiguous
+block.  Nothing is ever joined as a cross product and the feature history is never
+loaded: it is read where it lies in the mapped history runs.  The memory used is the
+output itself plus about 56 bytes per entity row of one chunk while it runs (the keys'
+slots and times, the sort, the answers); the output is charged to the store's memory
+budget first.  For outputs larger than the budget, :func:`Store.training_batches` yields the
 result in chunks of ``chunk_rows`` input rows (an entity frame may itself be an iterable
 of frames there).
 """
