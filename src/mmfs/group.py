@@ -911,14 +911,8 @@ class _Pending:
                 raise CorruptStoreError(f"group {meta.name!r}: its page table is corrupt")
             self.latest = rows
             self.latest_t = snap.event_times(rows)
-            dead = np.flatnonzero(rows < 0)
-            if dead.shape[0] != meta.n_deleted:
-                raise CorruptStoreError(
-                    f"group {meta.name!r}: {dead.shape[0]} keys without a row, the manifest "
-                    f"says {meta.n_deleted} deleted"
-                )
-            if dead.shape[0]:
-                self.latest_t[dead] = _deletion_times(snap, dead)
+            dead, when = _deleted_keys(snap, rows)
+            self.latest_t[dead] = when
         else:
             self.latest = np.full(n, -1, dtype=_I64)
             self.latest_t = np.full(n, _NO_ROW_T, dtype=_I64)
@@ -943,6 +937,19 @@ class _Pending:
             latest_t[: self.n_slots] = self.latest_t[: self.n_slots]
             self.latest, self.latest_t = latest, latest_t
         self.n_slots = n_slots
+
+
+def _deleted_keys(snap: _Snapshot, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(deleted slots, when each was deleted) from ``rows``, the page table's row of
+    every slot: their number checked against the manifest's, and each one's latest
+    history row against its tombstone."""
+    dead = np.flatnonzero(rows < 0)
+    if dead.shape[0] != snap.meta.n_deleted:
+        raise CorruptStoreError(
+            f"group {snap.meta.name!r}: {dead.shape[0]} keys without a row, the manifest "
+            f"says {snap.meta.n_deleted} deleted"
+        )
+    return dead, _deletion_times(snap, dead) if dead.shape[0] else np.zeros(0, dtype=_I64)
 
 
 def _deletion_times(snap: _Snapshot, slots: np.ndarray) -> np.ndarray:

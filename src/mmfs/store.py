@@ -64,7 +64,7 @@ from mmfs.group import (
     FeatureGroup,
     GroupFiles,
     GroupMeta,
-    _deletion_times,
+    _deleted_keys,
     _Pending,
     _save_key_index,
     _Snapshot,
@@ -1497,13 +1497,7 @@ class Store:
             rows = np.arange(meta.n_slots, dtype=np.int64)
             if snap.table.rows_of_slots(rows):
                 raise CorruptStoreError(f"group {name!r}: a key has no valid row")
-            dead = np.flatnonzero(rows < 0)
-            if dead.shape[0] != meta.n_deleted:
-                raise CorruptStoreError(
-                    f"group {name!r}: {dead.shape[0]} keys without a row, {meta.n_deleted} deleted"
-                )
-            if dead.shape[0]:
-                _deletion_times(snap, dead)  # each one's latest row is its tombstone
+            _deleted_keys(snap, rows)  # as many as the manifest says, each by a tombstone
             for fname in meta.categories:
                 snap.category_table(fname)
             out[name] = meta.n_slots
