@@ -16,7 +16,9 @@ those 10 found.
    over the first queries; median and p99 over all queries, recall@10, and each index's
    build time.  One test per method and setting, so each sweep is a recall/latency curve:
 
-   * ``mmfs``: lsh, euclidean, 256 bits, seed 0; ``candidates`` C re-ranked exactly;
+   * ``mmfs``: lsh, euclidean, 256 bits, seed 0, the bucket table's key length chosen
+     from the row count (16 bits here); ``candidates`` C buckets probed and C rows
+     re-ranked exactly;
      build = ``create_index`` (codes of the committed rows, read from the store) + the
      ``commit`` that publishes it;
    * faiss ``IndexRefineFlat(IndexLSH(128, 256))``, sweeping ``k_factor``;
@@ -37,7 +39,8 @@ those 10 found.
    highest setting when none does): queries/s.  These go to the Harness ratio table.
 
 3. Index memory: the allocated bytes (``st_blocks * 512``) of the lsh index's files
-   (``lsh@*``: the codes, ``lshp-*``: the projections) per vector.
+   (``lsh@*``: the codes, ``lsht@*``: the bucket table, ``lshp-*``: the projections) per
+   vector.
 
 4. Harder data, mmfs only (a C sweep each): ``ix_hd_n`` x ``ix_hd_dim`` float32 (full
    100,000 x 10,000, 4 GB, ``ix_hd_clusters`` clusters, 100 queries; faiss
@@ -111,7 +114,7 @@ METHODS = [
     Method("faiss_hnsw", "faiss IndexHNSWFlat(M=16)", "efSearch", (16, 32, 64, 128)),
     Method("hnswlib", "hnswlib (M=16, efC=200)", "ef", (10, 20, 50, 100)),
     Method("annoy", "annoy (50 trees)", "search_k", (-1, 5000, 20000)),
-    Method("mmfs", "mmfs lsh 256 bits", "candidates", (250, 500, 700, 1000, 1500, 2000)),
+    Method("mmfs", "mmfs lsh 256 bits", "candidates", (400, 500, 600, 700, 800, 1000, 1500)),
 ]  # mmfs last: the Harness group's extra_info carries the ratios
 BY_KEY = {m.key: m for m in METHODS}
 CURVE = [(m.key, s) for m in METHODS for s in m.settings]
@@ -149,7 +152,7 @@ class BatchRow:
 
 ROWS: dict[tuple[str, str, str], Row] = {}
 BATCH: dict[str, BatchRow] = {}
-INDEX_BYTES: dict[str, tuple[float, float]] = {}  # case -> (codes, projections) per vector
+INDEX_BYTES: dict[str, tuple[float, float, float]] = {}  # case -> (codes, table, projections)
 
 
 def _setting(param: str, value: int) -> str:
@@ -248,11 +251,11 @@ def _target_figures() -> list[Figure]:
                         f"faiss {p_at[1]}; mmfs {m_at[1]}",
                     )
                 )  # fmt: skip
-    for c, (codes, proj) in INDEX_BYTES.items():
-        out.append(Figure("memory", f"lsh index bytes per vector, {c}", codes + proj, "B/vector",
-                          "index_bytes" if c == "128-d" else None,
-                          f"codes (lsh@*) {codes:.1f} + projections (lshp-*) {proj:.1f}; "
-                          "st_blocks * 512"))  # fmt: skip
+    for c, (codes, table, proj) in INDEX_BYTES.items():
+        out.append(Figure("memory", f"lsh index bytes per vector, {c}", codes + table + proj,
+                          "B/vector", "index_bytes" if c == "128-d" else None,
+                          f"codes (lsh@*) {codes:.1f} + bucket table (lsht@*) {table:.1f} + "
+                          f"projections (lshp-*) {proj:.1f}; st_blocks * 512"))  # fmt: skip
     return out
 
 
@@ -377,19 +380,18 @@ class MmfsIndex:
     store: Any
     group: Any
     build: float  # create_index + commit, seconds
-    bytes_per_vector: tuple[float, float]  # (codes, projections)
+    bytes_per_vector: tuple[float, float, float]  # (codes, bucket table, projections)
 
 
-def index_bytes(path: str) -> tuple[int, int]:
-    """Allocated bytes of the lsh index files of the store: (codes, projections)."""
-    codes = proj = 0
+def index_bytes(path: str) -> tuple[int, int, int]:
+    """Allocated bytes of the lsh index files of the store: (codes, table, projections)."""
+    sizes = dict.fromkeys(("lsh@", "lsht@", "lshp-"), 0)
     for f in glob.glob(os.path.join(path, "groups", "g*", "*")):
         name = os.path.basename(f)
-        if name.startswith("lsh@"):
-            codes += os.stat(f).st_blocks * 512
-        elif name.startswith("lshp-"):
-            proj += os.stat(f).st_blocks * 512
-    return codes, proj
+        for stem in sizes:
+            if name.startswith(stem):
+                sizes[stem] += os.stat(f).st_blocks * 512
+    return sizes["lsh@"], sizes["lsht@"], sizes["lshp-"]
 
 
 def build_mmfs(path: str, X: Any, schema: Any, chunk: int) -> MmfsIndex:
@@ -403,8 +405,8 @@ def build_mmfs(path: str, X: Any, schema: Any, chunk: int) -> MmfsIndex:
     g.create_index(FEATURE, "lsh", "euclidean", bits=BITS, seed=0, n_threads=BUILD_THREADS)
     store.commit("index")
     build = time.perf_counter() - t0
-    codes, proj = index_bytes(path)
-    return MmfsIndex(store, g, build, (codes / n, proj / n))
+    codes, table, proj = index_bytes(path)
+    return MmfsIndex(store, g, build, (codes / n, table / n, proj / n))
 
 
 @pytest.fixture(scope="module")

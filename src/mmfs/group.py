@@ -58,7 +58,9 @@ from mmfs.index import search as _search
 from mmfs.index.lsh import (
     IndexDef,
     LshFiles,
+    auto_table_bits,
     check,
+    check_table_bits,
     codes_of,
     projections,
     read_projection,
@@ -1390,19 +1392,22 @@ class FeatureGroup:
         bits: int = 256,
         seed: int = 0,
         candidates: int | None = None,
+        table_bits: int | None = None,
         n_threads: int | None = None,
     ) -> IndexDef:
         """Define a similarity index over a vector feature, published by the next commit.
 
         ``kind="lsh"``: sign-random-projection codes of ``bits`` bits (seeded Gaussian
         projections) for ``metric`` "cosine", "inner_product" or "euclidean"; a search
-        scans the codes and re-ranks ``candidates`` rows exactly (default 1000).  The
-        codes of the rows written so far are computed now, those of later writes by
-        each write.  ``kind="exact"``: every search scans every row.  ``kind="kdtree"``:
-        scipy's cKDTree for low-dimensional dense data ("euclidean", "cityblock",
-        "chebyshev", "minkowski"), built by each process at its first search of a
-        version.  Creating an index again replaces it.  Refused while the group has
-        uncommitted writes.
+        probes ``candidates`` buckets of a table keyed by ``table_bits`` code bits (None:
+        chosen from the row count; 0: no table, every search scans every code), ranks
+        their rows by code, and re-ranks ``candidates`` rows exactly (default 700).
+        The codes of the rows written so far are computed now, those of later writes by
+        each write; commits keep the table up to date.  ``kind="exact"``: every search
+        scans every row.  ``kind="kdtree"``: scipy's cKDTree for low-dimensional dense
+        data ("euclidean", "cityblock", "chebyshev", "minkowski"), built by each process
+        at its first search of a version.  Creating an index again replaces it.
+        Refused while the group has uncommitted writes.
         """
         store = self._store
         store._check_writable()
@@ -1418,9 +1423,13 @@ class FeatureGroup:
             )
         ftype = meta.features[feature]
         check(kind, metric, bits if kind == "lsh" else 0, seed, candidates, ftype)
+        check_table_bits(table_bits)
+        if kind == "lsh" and table_bits is None:
+            committed = store._committed(self.name)
+            table_bits = auto_table_bits(committed.n_rows if committed is not None else 0)
         idx = IndexDef(
             kind, metric, bits if kind == "lsh" else 0, seed, store._gen + 1, 0, now_ns(),
-            candidates,
+            candidates, table_bits=table_bits or 0 if kind == "lsh" else 0,
         )  # fmt: skip
         if kind == "lsh":
             idx = _build_lsh(self, feature, idx, effective_n_threads(n_threads))

@@ -72,7 +72,14 @@ from mmfs.group import (
     hist_name,
     hmin_name,
 )
-from mmfs.index.lsh import IndexDef
+from mmfs.index.lsh import (
+    IndexDef,
+    build_table,
+    read_table,
+    table_due,
+    table_path,
+    write_table,
+)
 from mmfs.schema import Dense, check_name, check_schema, feature_from_json, layout
 from mmfs.storage.fileformat import (
     HEADER_SIZE,
@@ -93,12 +100,14 @@ HEAD_NAME: Final = "HEAD.mmfs"
 MANIFEST_RE: Final = re.compile(r"manifest-(\d{12})\.mmfs")
 DEFAULT_SEGMENT_BYTES: Final = 64 << 20
 _GEN_FILE_RE: Final = re.compile(
-    r"(?:dir|kidx|hist|hmin|cat-\w+?|quant-\w+?|pages@|lshp-\w+?|lsh@)-?(\d{12})(?:-\w+)*\.mmfs"
+    r"(?:dir|kidx|hist|hmin|cat-\w+?|quant-\w+?|pages@|lshp-\w+?|lsht?@)-?(\d{12})(?:-\w+)*\.mmfs"
 )
 _SUPERSEDED_RE: Final = re.compile(r"(kidx|dir|hist|hmin|cat-\w+?)-(\d{12})(?:-(\w+))?\.mmfs")
 _PAGES_RE: Final = re.compile(r"pages(?:@(\d{12}))?-\d{6}\.mmfs")
 #: an lsh index's projections or code segments: (feature, generation that created it)
 _LSH_RE: Final = re.compile(r"lshp-(\w+)-(\d{12})\.mmfs|lsh@(\d{12})-(\w+)-[pr]-\d{6}\.mmfs")
+#: an lsh index's bucket table: (the commit that wrote it, feature, the index's generation)
+_LSH_TABLE_RE: Final = re.compile(r"lsht@(\d{12})-(\w+)-(\d{12})\.mmfs")
 _MAX_RETRIES: Final = 8
 _MAX_PINNED: Final = 64  # snapshots of pinned versions kept open (least recently used out)
 _PINNED: Final = (1 << 64) - 1  # the generation of a pinned snapshot: never stale
@@ -1197,7 +1206,7 @@ class Store:
             pending = self._pendings.get(name)
             if pending is not None and pending.written:
                 self._commit_group(name, meta, pending, gen)
-            self._commit_indexes(name, meta)
+            self._commit_indexes(name, meta, gen)
             new[name] = meta
         retired = dict(self._retired)
         for meta in self._dropped:
@@ -1238,13 +1247,21 @@ class Store:
                 self._remove_superseded(meta, previous)
         return gen
 
-    def _commit_indexes(self, name: str, meta: GroupMeta) -> None:
-        """The lsh codes written with the rows are published with them."""
+    def _commit_indexes(self, name: str, meta: GroupMeta, gen: int) -> None:
+        """The lsh codes written with the rows are published with them, and the bucket
+        table built anew when its tail is due (see mmfs.index.lsh)."""
         for f, idx in meta.indexes.items():
-            if idx.kind == "lsh" and idx.n_rows != meta.n_rows:
+            if idx.kind != "lsh":
+                continue
+            files = self._files(name)
+            if idx.n_rows != meta.n_rows:
                 if self._durable:
-                    self._files(name).lsh_files(f, idx).flush(idx.n_rows, meta.n_rows)
-                meta.indexes[f] = dataclasses.replace(idx, n_rows=meta.n_rows)
+                    files.lsh_files(f, idx).flush(idx.n_rows, meta.n_rows)
+                idx = dataclasses.replace(idx, n_rows=meta.n_rows)
+            if table_due(idx, meta.n_rows):
+                idx = dataclasses.replace(idx, table_rows=meta.n_rows, table_gen=gen)
+                write_table(files.directory, f, idx, files.lsh_files(f, idx), self._durable)
+            meta.indexes[f] = idx
 
     def _delete_group_files(self, group_id: int) -> None:
         files = self._files_by_id.pop(group_id, None)
@@ -1271,10 +1288,15 @@ class Store:
         bases = {m.pages_base for m in both}
         files = self._files_of(meta)
         indexes = {(f, idx.gen) for m in both for f, idx in m.indexes.items()}
+        tables = {(idx.table_gen, f, idx.gen) for m in both for f, idx in m.indexes.items()}
         for f in os.listdir(files.directory):
             m = _SUPERSEDED_RE.fullmatch(f)
             lsh = _LSH_RE.fullmatch(f)
-            if lsh is not None:
+            table = _LSH_TABLE_RE.fullmatch(f)
+            if table is not None:
+                tgen, feature, g = table.groups()
+                stale = (int(tgen), feature, int(g)) not in tables
+            elif lsh is not None:
                 feature, g = lsh.group(1) or lsh.group(4), int(lsh.group(2) or lsh.group(3))
                 stale = (feature, g) not in indexes
             elif m is not None:
@@ -1498,6 +1520,15 @@ class Store:
             if snap.table.rows_of_slots(rows):
                 raise CorruptStoreError(f"group {name!r}: a key has no valid row")
             _deleted_keys(snap, rows)  # as many as the manifest says, each by a tombstone
+            for f, idx in meta.indexes.items():
+                if idx.table_rows:
+                    open_array(table_path(files.directory, f, idx), None, verify=True)
+                    table = read_table(files.directory, f, idx)
+                    built = build_table(files.lsh_files(f, idx), idx.table_rows, idx.table_bits)
+                    if not np.array_equal(table, built):
+                        raise CorruptStoreError(
+                            f"group {name!r}: the bucket table of {f!r} disagrees with the codes"
+                        )
             for fname in meta.categories:
                 snap.category_table(fname)
             out[name] = meta.n_slots

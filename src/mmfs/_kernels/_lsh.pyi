@@ -32,7 +32,14 @@ def candidates(
     n_threads: int,
     portable: bool = False,
     weights: np.ndarray | None = None,
+    table_bits: int = 0,
+    table: np.ndarray | None = None,
+    table_rows: int = 0,
+    probes: int = 0,
 ) -> int: ...
+def table_build(
+    key_segs: np.ndarray, seg_bits: int, stride: int, n_rows: int, bits: int, out: np.ndarray
+) -> None: ...
 def rerank(
     cand: np.ndarray,
     counts: np.ndarray,

@@ -4,9 +4,17 @@
 Design
 ------
 Codes live beside a group's rows, one per row, in two arenas: the 64-bit prefix of every
-code (``prefix``, 8 bytes a row) and its other W - 1 words (``rest``).  A search runs, per
-query:
+code (``prefix``, 8 bytes a row) and its other W - 1 words (``rest``).  A row's bucket
+is the low K bits of its code's word 1 (word 0 for a one-word code), and a bucket table
+(``table_build``) lists the rows of each bucket.  A search runs, per query:
 
+0. ``candidates`` with buckets (``table_bits`` = K > 0): the query's pool is the rows in
+   the P buckets it probes (``_probes``: its own key with subsets of its least sure key
+   bits flipped, least total |s_b - t_b| first), read from the table, and from a scan of
+   the keys of the rows the table does not cover yet.  Stage one then keeps 2 * n2 of
+   the pool by prefix distance.  A pool of fewer than n2 rows falls back to the scan.
+   The pool is a set of rows defined by the codes alone, so the table only makes it
+   cheaper to find: the answers do not depend on which rows the table covers.
 1. ``candidates``, stage one: a scan of every prefix, keeping the ``n1`` rows of least
    prefix Hamming distance (rows not set in ``allow`` are skipped).  The scan keeps rows
    under a cap: the cap starts at an estimate from 1,024 evenly spaced rows, is lowered
@@ -23,16 +31,20 @@ query:
    row arena, offered to a bounded heap of (distance, slot).
 
 Selection rule (both stages): with T the least distance such that at least n rows have a
-distance <= T, every row closer than T is kept, then rows at exactly T in row order until
-n are kept.  The kept rows are listed in row order.  The rule fixes the answer, so the
-first-stage cap only changes the cost, and the result is the same for any thread count.
+distance <= T, every row closer than T is kept, then the rows at exactly T of least row
+until n are kept (whatever order the list is in: a pool comes bucket by bucket).  The
+rule fixes the answer, so the first-stage cap and the table only change the cost, and
+the result is the same for any thread count.
 
 Every function releases the GIL and never raises on user input (mmfs.index checks it).
 """
 
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int32_t, int64_t, intptr_t, uint8_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.math cimport INFINITY
+from libc.stdint cimport (
+    INT64_MAX, int32_t, int64_t, intptr_t, uint8_t, uint16_t, uint32_t, uint64_t,
+)
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
 import numpy as np
@@ -56,6 +68,9 @@ cdef extern from "mmfs_lsh.h" nogil:
                       Py_ssize_t r0, Py_ssize_t r1, const float *P, const float *t,
                       Py_ssize_t B, uint64_t *out, float *acc, float *sums)
     int mmfs_lsh_has_avx2()
+    Py_ssize_t mmfs_lsh_pool_prefixes(const intptr_t *segs, int seg_bits, const uint64_t *allow,
+                                      uint64_t q, int64_t *rows, Py_ssize_t n, uint8_t *dist,
+                                      uint64_t *kept)
     Py_ssize_t mmfs_lsh_scan(int avx2, const uint64_t *codes, Py_ssize_t m, int64_t base_row,
                              uint64_t q, const uint64_t *allow, int cap, int64_t *rows,
                              uint8_t *dist, uint64_t *kept, Py_ssize_t len)
@@ -69,6 +84,10 @@ DEF SAMPLE_RUNS = 16  # ... in this many evenly spaced runs
 DEF WEIGHT_BINS = 4095  # weighted distances are quantised to 0 .. WEIGHT_BINS
 DEF QBLOCK = 8      # queries that share one scan of the prefixes in a batch
 DEF AHEAD = 8       # candidate rows prefetched ahead of the one re-ranked
+DEF BUCKET_STAGE = 2  # stage one keeps BUCKET_STAGE * n2 rows of a bucket pool (not n1)
+DEF PROBE_BITS = 12  # a query's least sure key bits whose subsets its probes flip (at least)
+DEF PROBE_BITS_MAX = 16
+DEF PROBE_BINS = 4096  # probe weights are quantised to 0 .. PROBE_BINS - 1
 
 
 def srp_dense(const real_t[:, ::1] X, const float[:, ::1] P, const float[::1] t,
@@ -132,12 +151,43 @@ cdef inline int64_t _threshold(const int64_t *hist, int top, int64_t n) noexcept
     return top
 
 
+cdef int64_t _nth_smallest(int64_t *a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """The k-th smallest (0-based) of n values; reorders a (quickselect, middle pivot)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, i, j
+    cdef int64_t pivot, x
+    while lo < hi:
+        pivot = a[lo + (hi - lo) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                x = a[i]
+                a[i] = a[j]
+                a[j] = x
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
+
+
 cdef inline Py_ssize_t _select(int64_t *rows, int32_t *dist, uint64_t *pc, Py_ssize_t m,
                                Py_ssize_t n, int top, int64_t *hist) noexcept nogil:
-    """Keep n of the m (rows, dist, pc) entries by the selection rule, in place, in order;
-    hist: top + 1 counters of scratch.  Returns how many are kept."""
-    cdef Py_ssize_t i, kept = 0
-    cdef int64_t below = 0, at_t, T
+    """Keep n of the m (rows, dist, pc) entries by the selection rule, in place, in list
+    order; hist: top + 1 counters of scratch.  Rows must be distinct (the rule takes the
+    ties at T by row, whatever order the list is in).  Returns how many are kept (-1:
+    out of memory)."""
+    cdef Py_ssize_t i, kept = 0, n_at = 0
+    cdef int64_t below = 0, last_row = INT64_MAX, T
+    cdef int64_t *ties
     cdef int v
     if m <= n:
         return m
@@ -147,11 +197,18 @@ cdef inline Py_ssize_t _select(int64_t *rows, int32_t *dist, uint64_t *pc, Py_ss
     T = _threshold(hist, top, n)
     for v in range(T):
         below += hist[v]
-    at_t = n - below
-    for i in range(m):
-        if dist[i] < T or (dist[i] == T and at_t > 0):
+    if below + hist[T] > n:  # more ties at T than places: the lowest rows among them
+        ties = <int64_t *>malloc(hist[T] * sizeof(int64_t))
+        if ties == NULL:
+            return -1
+        for i in range(m):
             if dist[i] == T:
-                at_t -= 1
+                ties[n_at] = rows[i]
+                n_at += 1
+        last_row = _nth_smallest(ties, n_at, n - below - 1)
+        free(ties)
+    for i in range(m):
+        if dist[i] < T or (dist[i] == T and rows[i] <= last_row):
             rows[kept] = rows[i]
             dist[kept] = dist[i]
             pc[kept] = pc[i]
@@ -191,6 +248,7 @@ cdef struct _Kept:
     Py_ssize_t size
     int cap
     bint ok
+    bint pooled  # the rows come from probed buckets (see _pool), not from a scan
 
 
 cdef void _keep_init(_Kept *k, Py_ssize_t n1, int cap) noexcept nogil:
@@ -201,6 +259,7 @@ cdef void _keep_init(_Kept *k, Py_ssize_t n1, int cap) noexcept nogil:
     k.ok = k.rows != NULL and k.dist8 != NULL and k.pc != NULL
     k.length = 0
     k.cap = cap
+    k.pooled = False
 
 
 cdef void _keep_free(_Kept *k) noexcept nogil:
@@ -212,6 +271,26 @@ cdef void _keep_free(_Kept *k) noexcept nogil:
     k.pc = NULL
 
 
+cdef void _keep_reserve(_Kept *k, Py_ssize_t size) noexcept nogil:
+    """Room for at least size entries in k (k.ok turns false when memory runs out)."""
+    cdef void *grown
+    if not k.ok or k.size >= size:
+        return
+    k.size = size
+    grown = realloc(k.rows, size * sizeof(int64_t))
+    k.ok = grown != NULL
+    if k.ok:
+        k.rows = <int64_t *>grown
+        grown = realloc(k.dist8, size)
+        k.ok = grown != NULL
+    if k.ok:
+        k.dist8 = <uint8_t *>grown
+        grown = realloc(k.pc, size * sizeof(uint64_t))
+        k.ok = grown != NULL
+    if k.ok:
+        k.pc = <uint64_t *>grown
+
+
 cdef void _keep_chunk(_Kept *k, const uint64_t *codes, Py_ssize_t m, int64_t pos, uint64_t q,
                       const uint64_t *allow, Py_ssize_t n1, int avx2) noexcept nogil:
     """Scan m prefixes (rows pos, pos + 1, ...) into k, then lower its cap when the kept
@@ -219,7 +298,6 @@ cdef void _keep_chunk(_Kept *k, const uint64_t *codes, Py_ssize_t m, int64_t pos
     cdef int64_t hist[65]
     cdef Py_ssize_t i, kept
     cdef int T
-    cdef void *grown
     if not k.ok:
         return
     k.length = mmfs_lsh_scan(avx2, codes, m, pos, q, allow, k.cap, k.rows, k.dist8, k.pc,
@@ -241,19 +319,7 @@ cdef void _keep_chunk(_Kept *k, const uint64_t *codes, Py_ssize_t m, int64_t pos
                 kept += 1
         k.length = kept
     if k.length > k.size - CHUNK:  # ties at the cap: make room
-        k.size *= 2
-        grown = realloc(k.rows, k.size * sizeof(int64_t))
-        k.ok = grown != NULL
-        if k.ok:
-            k.rows = <int64_t *>grown
-            grown = realloc(k.dist8, k.size)
-            k.ok = grown != NULL
-        if k.ok:
-            k.dist8 = <uint8_t *>grown
-            grown = realloc(k.pc, k.size * sizeof(uint64_t))
-            k.ok = grown != NULL
-        if k.ok:
-            k.pc = <uint64_t *>grown
+        _keep_reserve(k, 2 * k.size)
 
 
 cdef void _scan(_Kept *ks, Py_ssize_t nk, const uint64_t *qcodes, Py_ssize_t W,
@@ -284,12 +350,14 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
     cdef int64_t seg_len = (<int64_t>1) << seg_bits, r
     cdef Py_ssize_t length, i, w, kept, b
     cdef uint64_t x
-    cdef double score, total, scale
+    cdef double wmax, unit
+    cdef int64_t score, total
     cdef const uint64_t *rest
     cdef int32_t *dist = NULL
     cdef int64_t *hist2 = NULL
-    cdef double *lut = NULL
-    cdef const double *tab
+    cdef uint16_t *lut = NULL
+    cdef uint16_t wq
+    cdef const uint16_t *tab
     cdef int v, lowest
     cdef int64_t *rows
     cdef uint64_t *pc
@@ -307,7 +375,7 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
         hist2 = <int64_t *>malloc((max(64 * W, WEIGHT_BINS) + 1) * sizeof(int64_t))
         ok = dist != NULL and hist2 != NULL
         if wts != NULL and ok:
-            lut = <double *>malloc(8 * W * 256 * sizeof(double))
+            lut = <uint16_t *>malloc(8 * W * 256 * sizeof(uint16_t))
             ok = lut != NULL
     if not ok:
         _keep_free(k)
@@ -319,27 +387,33 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
         dist[i] = k.dist8[i]
     kept = _select(rows, dist, pc, length, n1, 64, hist2)
     if kept > n2 and (wts != NULL or W > 1):
-        scale = 0.0
+        total = 0
         if wts != NULL:
             # Weighted Hamming distance: each differing bit b counts the query's
-            # |s_b - t_b|, how far the query is from that bit's hyperplane.  A table per
-            # code byte holds the sum over each of its 256 values (the bits from the
-            # highest down: lut[v] = lut[v without its lowest bit] + w[lowest bit]), so a
-            # row costs one lookup per byte; the sum is quantised to WEIGHT_BINS.
-            total = 0.0
+            # |s_b - t_b|, how far the query is from that bit's hyperplane, as an integer
+            # weight of 0 .. 255 (floor(w_b * (255 / max w) + 0.5), in double; NaN: 0).  A
+            # table per code byte holds the sum over each of its 256 values (lut[v] =
+            # lut[v without its lowest bit] + w[lowest bit]; uint16, so the tables stay in
+            # the first-level cache), so a row costs one lookup per byte; the sum is
+            # scaled to 0 .. WEIGHT_BINS (sum * WEIGHT_BINS // total weight).
+            wmax = 0.0
             for w in range(64 * W):
-                total += wts[w]
-            scale = WEIGHT_BINS / total if total > 0.0 else 0.0
+                if wts[w] > wmax:
+                    wmax = wts[w]
+            unit = 255.0 / wmax if wmax > 0.0 and wmax < INFINITY else 0.0
             for b in range(8 * W):
-                lut[b * 256] = 0.0
+                lut[b * 256] = 0
                 for v in range(1, 256):
                     lowest = __builtin_ctzll(v)
-                    lut[b * 256 + v] = lut[b * 256 + (v & (v - 1))] + wts[8 * b + lowest]
+                    wq = <uint16_t>(wts[8 * b + lowest] * unit + 0.5) if wts[8 * b + lowest] > 0.0 else 0
+                    lut[b * 256 + v] = lut[b * 256 + (v & (v - 1))] + wq
+                    if v == (1 << lowest):
+                        total += wq
         for i in range(kept):
-            if i + AHEAD < kept and W > 1:
-                r = rows[i + AHEAD]
+            if i + 4 * AHEAD < kept and W > 1:
+                r = rows[i + 4 * AHEAD]
                 __builtin_prefetch(<const uint64_t *>rest_segs[r >> seg_bits]
-                                   + (r & (seg_len - 1)) * (W - 1), 0, 0)
+                                   + (r & (seg_len - 1)) * (W - 1), 0, 3)
             r = rows[i]
             rest = NULL
             if W > 1:
@@ -348,17 +422,17 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
                 for w in range(W - 1):
                     dist[i] += __builtin_popcountll(rest[w] ^ q[w + 1])
                 continue
-            score = 0.0
+            score = 0
             for w in range(W):
                 x = (pc[i] if w == 0 else rest[w - 1]) ^ q[w]
                 tab = lut + 8 * w * 256
                 for b in range(8):
                     score += tab[b * 256 + ((x >> (8 * b)) & 255)]
-            dist[i] = min(WEIGHT_BINS, <int32_t>(score * scale))
+            dist[i] = <int32_t>(score * WEIGHT_BINS // total) if total > 0 else 0
         kept = _select(rows, dist, pc, kept, n2, WEIGHT_BINS if wts != NULL else <int>(64 * W),
                        hist2)
     kept = min(kept, n2)
-    for i in range(kept):
+    for i in range(kept):  # kept is -1 when a selection ran out of memory
         out[i] = rows[i]
     _keep_free(k)
     free(dist)
@@ -368,23 +442,193 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
 
 
 
+# --------------------------------------------------------------------------- buckets
+
+
+def table_build(const intptr_t[::1] key_segs, int seg_bits, Py_ssize_t stride, int64_t n_rows,
+                int bits, int32_t[::1] out):
+    """The bucket table of rows [0, n_rows): a row's bucket is the low ``bits`` bits of
+    its key word (the first of each ``stride`` words of the arena ``key_segs``).  out
+    (2^bits + 1 + n_rows int32): the offsets of the buckets, then the rows of bucket 0,
+    1, ... each in row order."""
+    cdef int64_t seg_mask = ((<int64_t>1) << seg_bits) - 1, r
+    cdef Py_ssize_t nb = (<Py_ssize_t>1) << bits, b
+    cdef uint64_t kmask = <uint64_t>nb - 1
+    cdef int32_t *off = &out[0]
+    cdef int32_t *rows = &out[0] + nb + 1
+    cdef int32_t *key
+    with nogil:
+        key = <int32_t *>malloc(max(1, n_rows) * sizeof(int32_t))
+        if key != NULL:
+            memset(off, 0, (nb + 1) * sizeof(int32_t))
+            for r in range(n_rows):
+                key[r] = <int32_t>((<const uint64_t *>key_segs[r >> seg_bits])[
+                    (r & seg_mask) * stride] & kmask)
+                off[key[r] + 1] += 1
+            for b in range(nb):
+                off[b + 1] += off[b]
+            for r in range(n_rows):  # off[b] walks bucket b, then is set back below
+                rows[off[key[r]]] = <int32_t>r
+                off[key[r]] += 1
+            for b in range(nb, 0, -1):
+                off[b] = off[b - 1]
+            off[0] = 0
+            free(key)
+    if key == NULL:
+        raise MemoryError("the bucket table could not allocate its keys")
+
+
+cdef Py_ssize_t _probes(const float *wk, int K, uint64_t qkey, Py_ssize_t P,
+                        uint32_t *out) noexcept nogil:
+    """The buckets a query probes: its own key with the bits of a subset S of its m least
+    sure key bits flipped (the bits of least weight, ties by bit; m = PROBE_BITS, more for
+    a large P), for the P subsets of least total weight (quantised to PROBE_BINS, ties by
+    S).  out: room for P entries.  Returns the count (-1: out of memory)."""
+    cdef int order[64]
+    cdef int m = PROBE_BITS, i, j, b
+    cdef Py_ssize_t n_sub, sub, count = 0
+    cdef float *score
+    cdef uint32_t *mask
+    cdef int64_t *hist
+    cdef int64_t below = 0, at_t, T
+    cdef float total, scale, x
+    while m < PROBE_BITS_MAX and ((<Py_ssize_t>1) << (m - 2)) < P:
+        m += 1
+    m = min(m, K)
+    n_sub = (<Py_ssize_t>1) << m
+    P = min(P, n_sub)
+    for i in range(K):  # insertion sort of the key bits by (weight, bit); NaN last
+        b = i
+        j = i
+        while j > 0 and (wk[order[j - 1]] > wk[b] or (wk[order[j - 1]] != wk[order[j - 1]]
+                                                     and wk[b] == wk[b])):
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = b
+    score = <float *>malloc(n_sub * sizeof(float))
+    mask = <uint32_t *>malloc(n_sub * sizeof(uint32_t))
+    hist = <int64_t *>calloc(PROBE_BINS, sizeof(int64_t))
+    if score == NULL or mask == NULL or hist == NULL:
+        free(score)
+        free(mask)
+        free(hist)
+        return -1
+    score[0] = 0.0
+    mask[0] = 0
+    for sub in range(1, n_sub):
+        i = __builtin_ctzll(sub)
+        score[sub] = score[sub & (sub - 1)] + wk[order[i]]
+        mask[sub] = mask[sub & (sub - 1)] | ((<uint32_t>1) << order[i])
+    total = score[n_sub - 1]
+    scale = (PROBE_BINS - 1) / total if total > 0.0 else 0.0
+    for sub in range(n_sub):
+        x = score[sub] * scale
+        score[sub] = x if x < PROBE_BINS - 1 else PROBE_BINS - 1  # NaN: the last bin
+        hist[<int>score[sub]] += 1
+    T = _threshold(hist, PROBE_BINS - 1, P)
+    for i in range(T):
+        below += hist[i]
+    at_t = P - below
+    for sub in range(n_sub):
+        i = <int>score[sub]
+        if i < T or (i == T and at_t > 0):
+            if i == T:
+                at_t -= 1
+            out[count] = <uint32_t>(qkey ^ mask[sub])
+            count += 1
+    free(score)
+    free(mask)
+    free(hist)
+    return count
+
+
+cdef void _pool(_Kept *k, const uint32_t *probes, Py_ssize_t n_probes, int K,
+                const int32_t *table, int64_t table_rows, const intptr_t *prefix_segs,
+                const intptr_t *key_segs, Py_ssize_t key_stride, int seg_bits, int64_t n_rows,
+                uint64_t q, const uint64_t *allow) noexcept nogil:
+    """Stage one's pool when buckets are probed: every row below n_rows, set in allow,
+    whose bucket is one of the probes, with its prefix distance (k.cap stays 64).  Rows
+    the table covers are read from their buckets; the others (the tail: rows written
+    since the table was built) by a scan of their keys.  k.ok turns false when memory
+    runs out."""
+    cdef int64_t seg_mask = ((<int64_t>1) << seg_bits) - 1, r
+    cdef int64_t covered = min(table_rows, n_rows) if table != NULL else 0
+    cdef const int32_t *off = table
+    cdef const int32_t *trows = table + ((<Py_ssize_t>1) << K) + 1 if table != NULL else NULL
+    cdef Py_ssize_t total = 0, p, i, lo, hi, length
+    cdef uint64_t kmask = ((<uint64_t>1) << K) - 1, key
+    cdef uint64_t *bits = NULL
+    if table != NULL:
+        for p in range(n_probes):
+            total += off[probes[p] + 1] - off[probes[p]]
+    if covered < n_rows:
+        total += n_rows - covered
+        bits = <uint64_t *>calloc((kmask >> 6) + 1, sizeof(uint64_t))
+        if bits == NULL:
+            k.ok = False
+            return
+        for p in range(n_probes):
+            bits[probes[p] >> 6] |= (<uint64_t>1) << (probes[p] & 63)
+    _keep_reserve(k, total + 1)
+    if not k.ok:
+        free(bits)
+        return
+    # The rows first: the buckets' (a run each), then the tail's whose key is probed;
+    # then their prefixes (random reads, prefetched ahead).
+    length = 0
+    for p in range(n_probes if table != NULL else 0):
+        if p + 2 * AHEAD < n_probes:  # the offsets two steps ahead, the rows one
+            __builtin_prefetch(off + probes[p + 2 * AHEAD], 0, 3)
+        if p + AHEAD < n_probes:
+            __builtin_prefetch(trows + off[probes[p + AHEAD]], 0, 3)
+        lo = off[probes[p]]
+        hi = off[probes[p] + 1]
+        for i in range(lo, hi):
+            r = trows[i]
+            if 0 <= r < covered:
+                k.rows[length] = r
+                length += 1
+    for r in range(covered, n_rows):
+        key = (<const uint64_t *>key_segs[r >> seg_bits])[(r & seg_mask) * key_stride] & kmask
+        if (bits[key >> 6] >> (key & 63)) & 1:
+            k.rows[length] = r
+            length += 1
+    length = mmfs_lsh_pool_prefixes(prefix_segs, seg_bits, allow, q, k.rows, length, k.dist8,
+                                    k.pc)
+    k.length = length
+    k.cap = 64
+    k.pooled = True
+    free(bits)
+
 
 def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, int seg_bits,
                int64_t n_rows, const uint64_t[:, ::1] qcodes, const uint64_t[::1] allow,
                Py_ssize_t n1, int64_t[:, ::1] out, int64_t[::1] counts, int n_threads,
-               bint portable=False, const float[:, ::1] weights=None):
-    """Stages one and two for every query: counts[q] rows of least distance to qcodes[q],
-    in row order, into out[q] (n2 = out.shape[1]; n1 >= n2 for stage one).  ``allow``:
-    one bit per row (empty: every row).  Returns the number of queries that ran out of
-    memory (their count reads -1).  ``portable``: skip the AVX2 path (for the tests that
-    compare the two).  ``weights`` (n_queries x B, optional): stage two ranks by the
-    weighted Hamming distance, each differing bit b counting weights[q, b]."""
+               bint portable=False, const float[:, ::1] weights=None, int table_bits=0,
+               const int32_t[::1] table=None, int64_t table_rows=0, Py_ssize_t probes=0):
+    """Stages one and two for every query: counts[q] rows of least distance to qcodes[q]
+    into out[q] (n2 = out.shape[1]; n1 >= n2 for stage one).  ``allow``: one bit per row
+    (empty: every row).  Returns the number of queries that ran out of memory (their
+    count reads -1).  ``portable``: skip the AVX2 path (for the tests that compare the
+    two).  ``weights`` (n_queries x B, optional): stage two ranks by the weighted Hamming
+    distance, each differing bit b counting weights[q, b].
+
+    ``table_bits`` > 0 (weights required): stage one's pool is the rows in ``probes``
+    buckets (see _probes; a row's bucket is the low table_bits bits of its code's word 1,
+    word 0 for a one-word code), not every row; a query whose pool holds fewer than n2
+    rows scans every prefix instead.  ``table`` (see table_build, over the first
+    ``table_rows`` rows; None: no table) only makes that faster."""
     cdef Py_ssize_t nq = qcodes.shape[0], W = qcodes.shape[1], n2 = out.shape[1], i, nb, blk
-    cdef Py_ssize_t q0, m
+    cdef Py_ssize_t q0, m, n_probes
     cdef _Kept *ks
+    cdef uint32_t *probe_buf
     cdef int avx2 = mmfs_lsh_has_avx2() and not portable
     cdef const uint64_t *pa = &allow[0] if allow.shape[0] else NULL
     cdef const intptr_t *prest = &rest_segs[0] if rest_segs.shape[0] else NULL
+    cdef const int32_t *ptable = &table[0] if table is not None and table.shape[0] else NULL
+    cdef Py_ssize_t kw = 1 if W > 1 else 0
+    cdef const intptr_t *key_segs = prest if W > 1 else &prefix_segs[0]
+    cdef bint buckets = table_bits > 0 and weights is not None and probes > 0
     cdef int64_t failed = 0
     if nq == 0:
         return 0
@@ -396,19 +640,45 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
         q0 = blk * QBLOCK
         m = min(QBLOCK, nq - q0)
         ks = <_Kept *>malloc(m * sizeof(_Kept))
-        if ks == NULL:
+        probe_buf = <uint32_t *>malloc(max(1, probes) * sizeof(uint32_t)) if buckets else NULL
+        if ks == NULL or (buckets and probe_buf == NULL):
             for i in range(q0, q0 + m):
                 counts[i] = -1
             failed += m
+            free(ks)
+            free(probe_buf)
             continue
-        for i in range(m):
-            _keep_init(&ks[i], n1, _first_cap(&prefix_segs[0], seg_bits, n_rows, qcodes[q0 + i, 0],
-                                              pa, n1))
-        _scan(ks, m, &qcodes[q0, 0], W, &prefix_segs[0], seg_bits, n_rows, pa, n1, avx2)
+        if buckets:
+            for i in range(m):
+                _keep_init(&ks[i], n1, 64)
+                if not ks[i].ok:
+                    continue
+                n_probes = _probes(&weights[q0 + i, 64 * kw], table_bits,
+                                   qcodes[q0 + i, kw] & ((<uint64_t>1 << table_bits) - 1),
+                                   probes, probe_buf)
+                if n_probes < 0:
+                    ks[i].ok = False
+                    continue
+                _pool(&ks[i], probe_buf, n_probes, table_bits, ptable, table_rows,
+                      &prefix_segs[0], key_segs, W - 1 if W > 1 else 1, seg_bits, n_rows,
+                      qcodes[q0 + i, 0], pa)
+                if ks[i].ok and ks[i].length < n2:  # too few rows in the buckets: scan all
+                    ks[i].length = 0
+                    ks[i].pooled = False
+                    ks[i].cap = _first_cap(&prefix_segs[0], seg_bits, n_rows,
+                                           qcodes[q0 + i, 0], pa, n1)
+                    _scan(&ks[i], 1, &qcodes[q0 + i, 0], W, &prefix_segs[0], seg_bits, n_rows,
+                          pa, n1, avx2)
+        else:
+            for i in range(m):
+                _keep_init(&ks[i], n1, _first_cap(&prefix_segs[0], seg_bits, n_rows,
+                                                  qcodes[q0 + i, 0], pa, n1))
+            _scan(ks, m, &qcodes[q0, 0], W, &prefix_segs[0], seg_bits, n_rows, pa, n1, avx2)
+        free(probe_buf)
         for i in range(m):
             counts[q0 + i] = _stage_two(
-                &ks[i], &prefix_segs[0], seg_bits, n_rows, prest, W, &qcodes[q0 + i, 0], pa, n1,
-                n2, avx2, &weights[q0 + i, 0] if weights is not None else NULL, &out[q0 + i, 0])
+                &ks[i], &prefix_segs[0], seg_bits, n_rows, prest, W, &qcodes[q0 + i, 0], pa,
+                min(n1, BUCKET_STAGE * n2) if ks[i].pooled else n1, n2, avx2, &weights[q0 + i, 0] if weights is not None else NULL, &out[q0 + i, 0])
             if counts[q0 + i] < 0:
                 failed += 1
         free(ks)

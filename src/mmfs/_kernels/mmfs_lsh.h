@@ -201,6 +201,37 @@ mmfs_lsh_scan_avx2(const uint64_t *codes, Py_ssize_t m, int64_t base_row, uint64
 }
 #endif
 
+/* ------------------------------------------------------------------------ the pool */
+
+#define MMFS_POOL_AHEAD 32 /* rows whose prefixes are prefetched ahead of the one read */
+
+/* The prefixes of n pool rows (random reads, prefetched ahead): keeps, in place and in
+ * order, the rows set in allow (NULL: all) with their prefix and its distance to q.
+ * Returns how many are kept.  Its own function so that the x86-64-v3 clone counts bits
+ * with the popcnt instruction. */
+MMFS_DISPATCH static Py_ssize_t mmfs_lsh_pool_prefixes(const intptr_t *segs, int seg_bits,
+                                                       const uint64_t *allow, uint64_t q,
+                                                       int64_t *rows, Py_ssize_t n,
+                                                       uint8_t *dist, uint64_t *kept) {
+    const int64_t mask = ((int64_t)1 << seg_bits) - 1;
+    Py_ssize_t out = 0, ahead = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (; ahead < n && ahead < i + MMFS_POOL_AHEAD; ahead++) {
+            const int64_t a = rows[ahead];
+            __builtin_prefetch((const uint64_t *)segs[a >> seg_bits] + (a & mask), 0, 3);
+            if (allow != NULL) __builtin_prefetch(allow + (a >> 6), 0, 3);
+        }
+        const int64_t r = rows[i];
+        if (allow != NULL && !((allow[r >> 6] >> (r & 63)) & 1)) continue;
+        const uint64_t c = ((const uint64_t *)segs[r >> seg_bits])[r & mask];
+        rows[out] = r;
+        dist[out] = (uint8_t)__builtin_popcountll(c ^ q);
+        kept[out] = c;
+        out++;
+    }
+    return out;
+}
+
 static inline int mmfs_lsh_has_avx2(void) {
 #ifdef MMFS_HAVE_AVX2_SCAN
     return __builtin_cpu_supports("avx2");

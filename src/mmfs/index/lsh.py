@@ -12,6 +12,7 @@ manifest is read).  Three kinds exist:
     lshp-<feature>-<gen>.mmfs        float32 [d + 1, B]: P (d x B), then the thresholds t
     lsh@<gen>-<feature>-p-NNNNNN.mmfs arena of uint64: word 0 of every row's code
     lsh@<gen>-<feature>-r-NNNNNN.mmfs arena of uint64 [W - 1]: the other words
+    lsht@<tgen>-<feature>-<gen>.mmfs int32 [2^K + 1 + n]: the bucket table (below)
 
   ``<gen>`` is the generation that created the index, so an index created again never
   writes over files a reader may hold.  Codes are computed by ``mmfs._kernels._lsh``
@@ -21,6 +22,15 @@ manifest is read).  Three kinds exist:
   P is ``numpy.random.default_rng(seed).standard_normal((d, B), dtype=float32)``; t is
   0 for cosine and inner product, and P's projection of the rows' mean for euclidean
   (the codes then split the data around its centre, not around the origin).
+
+The bucket table.  A row's bucket is the low K = ``table_bits`` bits of its code's
+word 1 (word 0 when the code has one word); a search probes the buckets near the query's
+(see ``mmfs._kernels._lsh``) instead of scanning every prefix.  The table lists the rows
+of each bucket (the offsets of the 2^K buckets, then the rows, bucket by bucket, in row
+order) for the first ``table_rows`` rows; rows written since (the tail) are found by a
+scan of their keys, so the table only makes a search faster, never changes its answer.
+A commit builds it anew (``<tgen>``: that commit's generation) once the tail reaches
+max(2^K, table_rows / 8) rows, a counting sort over the codes already written.
 """
 
 from __future__ import annotations
@@ -39,17 +49,21 @@ from mmfs.schema import Dense, FeatureType, Sparse
 from mmfs.storage.arena import Arena, seg_bits_for
 from mmfs.storage.fileformat import open_array, write_array_file
 
-__all__ = ["IndexDef", "LshFiles", "codes_of", "projections"]
+__all__ = ["IndexDef", "LshFiles", "codes_of", "projections", "read_table", "write_table"]
 
 KINDS: Final = ("lsh", "exact", "kdtree")
 LSH_METRICS: Final = ("cosine", "inner_product", "euclidean")
 #: scipy's cKDTree serves these (the value: its Minkowski p; None: given at search time)
 KDTREE_METRICS: Final = {"euclidean": 2.0, "cityblock": 1.0, "chebyshev": np.inf, "minkowski": None}
 MAX_BITS: Final = 4096
+#: key lengths a bucket table may have (0: none; every search scans every prefix)
+TABLE_BITS: Final = range(8, 21)
 _FIELDS: Final = {
     "kind": str, "metric": str, "bits": int, "seed": int, "gen": int, "n_rows": int,
     "created_ns": int, "candidates": (int, type(None)),
 }  # fmt: skip
+#: fields added with the bucket table; a manifest from before has none (read as 0)
+_TABLE_FIELDS: Final = ("table_bits", "table_rows", "table_gen")
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,9 @@ class IndexDef:
     n_rows: int  # lsh: rows that have a code (all of the group's committed rows)
     created_ns: int
     candidates: int | None  # lsh: rows re-ranked exactly per query (None: the default)
+    table_bits: int = 0  # lsh: the key length K of the bucket table (0: no buckets)
+    table_rows: int = 0  # rows the bucket table file lists (0: no file)
+    table_gen: int = 0  # the commit that wrote that file (names it)
 
     @property
     def words(self) -> int:
@@ -74,9 +91,12 @@ class IndexDef:
 
     @classmethod
     def from_json(cls, doc: Any, ftype: FeatureType | None, src: str) -> IndexDef:
-        if not isinstance(doc, dict) or set(doc) != set(_FIELDS):
-            raise CorruptStoreError(f"{src}: an index must have the fields {sorted(_FIELDS)}")
-        for name, kind in _FIELDS.items():
+        if isinstance(doc, dict) and not set(_TABLE_FIELDS) & set(doc):
+            doc = {**doc, **dict.fromkeys(_TABLE_FIELDS, 0)}
+        fields = {**_FIELDS, **dict.fromkeys(_TABLE_FIELDS, int)}
+        if not isinstance(doc, dict) or set(doc) != set(fields):
+            raise CorruptStoreError(f"{src}: an index must have the fields {sorted(fields)}")
+        for name, kind in fields.items():
             if not isinstance(doc[name], kind) or isinstance(doc[name], bool):
                 raise CorruptStoreError(f"{src}: index field {name!r} is {doc[name]!r}")
         idx = cls(**doc)
@@ -86,6 +106,13 @@ class IndexDef:
             raise CorruptStoreError(f"{src}: {exc}") from None
         if idx.gen < 0 or idx.n_rows < 0 or (idx.kind != "lsh" and idx.n_rows):
             raise CorruptStoreError(f"{src}: index counts out of range")
+        if (
+            (idx.table_bits and (idx.kind != "lsh" or idx.table_bits not in TABLE_BITS))
+            or not 0 <= idx.table_rows <= idx.n_rows
+            or (idx.table_rows > 0) != (idx.table_gen > 0)
+            or (idx.table_rows and not idx.table_bits)
+        ):
+            raise CorruptStoreError(f"{src}: the index's bucket table fields are out of range")
         return idx
 
 
@@ -169,6 +196,73 @@ def codes_of(
     out = np.empty((X.shape[0], W), dtype=np.uint64)
     _lsh.srp_dense(X, P, t, out, n_threads, sums)
     return out
+
+
+def auto_table_bits(n_rows: int) -> int:
+    """The key length of a new index's bucket table: about 16 rows a bucket, 16 to 20
+    bits (chosen on the benchmark of issue 8)."""
+    return min(20, max(16, round(np.log2(max(n_rows, 1) / 16))))
+
+
+def check_table_bits(table_bits: Any) -> None:
+    if table_bits is not None and (
+        not isinstance(table_bits, int) or isinstance(table_bits, bool)
+        or (table_bits and table_bits not in TABLE_BITS)
+    ):  # fmt: skip
+        raise ParameterError(
+            f"table_bits must be None, 0 or an int in [{TABLE_BITS.start}, "
+            f"{TABLE_BITS.stop - 1}], got {table_bits!r}"
+        )
+
+
+def table_due(idx: IndexDef, n_rows: int) -> bool:
+    """Whether a commit that leaves ``n_rows`` coded rows builds the table anew."""
+    tail = n_rows - idx.table_rows
+    return idx.table_bits > 0 and tail > 0 and tail >= max(1 << idx.table_bits, idx.table_rows // 8)
+
+
+def table_path(directory: str, feature: str, idx: IndexDef) -> str:
+    return os.path.join(directory, f"lsht@{idx.table_gen:012d}-{feature}-{idx.gen:012d}.mmfs")
+
+
+def build_table(files: LshFiles, n_rows: int, bits: int) -> np.ndarray:
+    """The bucket table of the first n_rows coded rows (see the module docstring)."""
+    if n_rows >= 1 << 31:
+        raise ParameterError("a bucket table holds fewer than 2^31 rows")
+    prefix, rest, _maps = files.addresses(n_rows)
+    out = np.empty((1 << bits) + 1 + n_rows, dtype=np.int32)
+    if files.rest is not None:
+        _lsh.table_build(rest, files.seg_bits, files.rest.width or 1, n_rows, bits, out)
+    else:
+        _lsh.table_build(prefix, files.seg_bits, 1, n_rows, bits, out)
+    return out
+
+
+def write_table(
+    directory: str, feature: str, idx: IndexDef, files: LshFiles, durable: bool
+) -> None:
+    """Build and write the table that ``idx`` names (its first ``table_rows`` rows)."""
+    write_array_file(
+        table_path(directory, feature, idx), build_table(files, idx.table_rows, idx.table_bits),
+        "META", durable=durable,
+    )  # fmt: skip
+
+
+def read_table(directory: str, feature: str, idx: IndexDef) -> np.ndarray:
+    """The bucket table of an lsh index, mapped and checked (its offsets; the kernel
+    checks each row it reads)."""
+    path = table_path(directory, feature, idx)
+    a = open_array(path, "META")
+    n_buckets = 1 << idx.table_bits
+    if a.dtype != np.int32 or a.shape != (n_buckets + 1 + idx.table_rows,):
+        raise CorruptStoreError(
+            f"{path}: a bucket table of dtype {a.dtype} and shape {a.shape}, expected int32 "
+            f"({n_buckets + 1 + idx.table_rows},)"
+        )
+    off = a[: n_buckets + 1]
+    if off[0] != 0 or off[-1] != idx.table_rows or np.any(np.diff(off) < 0):
+        raise CorruptStoreError(f"{path}: the bucket offsets are out of order")
+    return a
 
 
 def projection_path(directory: str, feature: str, gen: int) -> str:

@@ -20,6 +20,7 @@ included; the candidates themselves come from the index's own metric.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,7 +32,7 @@ from mmfs._kernels import _lsh
 from mmfs._validation import is_sparse
 from mmfs.distance import DIRECT_METRICS, Metric, cdist, metric_weights, resolve_metric
 from mmfs.errors import CorruptStoreError, DimensionError, ParameterError
-from mmfs.index.lsh import KDTREE_METRICS, IndexDef, codes_of, is_vector
+from mmfs.index.lsh import KDTREE_METRICS, IndexDef, codes_of, is_vector, read_table
 from mmfs.neighbors import _as_count, knn, radius
 from mmfs.schema import Dense, Sparse
 
@@ -40,9 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["evaluate", "search", "search_radius"]
 
-#: rows re-ranked exactly per query by default; stage one keeps FIRST_STAGE times more
-#: (chosen on the benchmark of issue 8: benchmarks/test_bench_index.py)
-DEFAULT_CANDIDATES: Final = 1000
+#: rows re-ranked exactly (and buckets probed) per query by default; a scan of every
+#: prefix keeps FIRST_STAGE times more in stage one (chosen on the benchmark of issue 8:
+#: benchmarks/test_bench_index.py)
+DEFAULT_CANDIDATES: Final = 700
 FIRST_STAGE: Final = 4
 _CHUNK: Final = 1 << 16  # rows gathered at a time by the exact search
 _NO_SLOT: Final = np.iinfo(np.int64).max
@@ -258,6 +260,12 @@ class _LshReader:
         self.row_bits = files.rows.seg_bits
         self._maps = maps + row_maps
         self.kernel_rerank = isinstance(ftype, Dense) and ftype.dtype == "float32"
+        self.table_bits = idx.table_bits
+        self.table: np.ndarray | None = None
+        if idx.table_rows:  # gone: a newer commit rebuilt it, and a scan finds the same rows
+            with contextlib.suppress(FileNotFoundError):
+                self.table = read_table(files.directory, feature, idx)
+        self.table_rows = idx.table_rows if self.table is not None else 0
 
 
 def _reader(snap: _Snapshot, feature: str, idx: IndexDef) -> _LshReader:
@@ -296,6 +304,15 @@ def _lsh_knn(group, snap, feature, idx, Q, k, m, searched, n_cand, n_threads) ->
     return slots, dist
 
 
+def _probe_buckets(reader: _LshReader, searched: _Searched, n2: int) -> bool:
+    """Whether stage one probes buckets (else it scans every prefix): when the index has
+    a table key, at least half the rows are searched (a filter that keeps fewer needs
+    rows the probes would miss), and the buckets hold 4 rows each on average (so that
+    the n2 probed should hold about 4 * n2 rows)."""
+    K = reader.table_bits
+    return K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K
+
+
 def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_threads: int):
     nq = Q.shape[0]
     sums = np.empty((nq, reader.P.shape[1]), dtype=np.float32)
@@ -306,6 +323,8 @@ def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_
     failed = _lsh.candidates(
         reader.prefix, reader.rest, reader.seg_bits, searched.n_rows, qcodes, searched.allow,
         FIRST_STAGE * n2, cand, counts, min(n_threads, nq), False, weights,
+        reader.table_bits if _probe_buckets(reader, searched, n2) else 0, reader.table,
+        reader.table_rows, n2,
     )  # fmt: skip
     if failed:
         raise MemoryError(f"the lsh scan could not allocate its buffers for {failed} queries")

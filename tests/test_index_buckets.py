@@ -1,0 +1,322 @@
+"""The bucket table of an lsh index (issue 8): the table build, the probes and the pool
+against numpy references, and the table's life through commits, versions, readers,
+recovery and verify()."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from test_index import _scan_setup, clustered, ham, recall, ref_candidates, ref_select
+from test_index import weighted as ref_weighted
+
+import mmfs
+from mmfs._kernels import _lsh
+from mmfs.errors import CorruptStoreError, ParameterError
+from mmfs.index.lsh import IndexDef, table_path
+from mmfs.storage.fileformat import open_array, write_array_file
+
+# --------------------------------------------------------------------------- references
+
+
+def ref_table(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Offsets of the 2^bits buckets, then the rows bucket by bucket, in row order."""
+    counts = np.bincount(keys, minlength=1 << bits)
+    off = np.concatenate([[0], np.cumsum(counts)])
+    return np.concatenate([off, np.argsort(keys, kind="stable")]).astype(np.int32)
+
+
+def ref_probes(wk: np.ndarray, qkey: int, P: int) -> np.ndarray:
+    """The documented probes: subsets of the m least sure key bits (by weight, then bit;
+    NaN last), their float32 weight sums taken lowest bit first, quantised to 4096 bins
+    (NaN: the last), the P least by (bin, subset)."""
+    K = wk.shape[0]
+    m = 12
+    while m < 16 and (1 << (m - 2)) < P:
+        m += 1
+    m = min(m, K)
+    n_sub = 1 << m
+    P = min(P, n_sub)
+    nan = np.isnan(wk)
+    order = sorted(range(K), key=lambda b: (bool(nan[b]), 0.0 if nan[b] else wk[b], b))
+    score = np.zeros(n_sub, dtype=np.float32)
+    mask = np.zeros(n_sub, dtype=np.int64)
+    for s in range(1, n_sub):
+        low = (s & -s).bit_length() - 1
+        score[s] = np.float32(score[s & (s - 1)] + wk[order[low]])
+        mask[s] = mask[s & (s - 1)] | (1 << order[low])
+    total = score[-1]
+    scale = np.float32(np.float32(4095) / total) if total > 0 else np.float32(0)
+    x = score * scale
+    bins = np.where(x < 4095, x, np.float32(4095)).astype(np.int64)
+    chosen = np.lexsort((np.arange(n_sub), bins))[:P]
+    return np.sort(qkey ^ mask[chosen])
+
+
+def ref_bucket_candidates(codes, q, w, allow, n1, n2, K, P):
+    """Stage one's pool: the rows whose key (the low K bits of word 1, word 0 for one
+    word) is probed; fewer than n2: every row, as the scan.  Then stage one keeps
+    min(n1, 2 * n2) by prefix distance and stage two n2 by weighted distance."""
+    kw = 1 if codes.shape[1] > 1 else 0
+    wk = w[64 * kw : 64 * kw + K]
+    probes = ref_probes(wk, int(q[kw]) & ((1 << K) - 1), P)
+    keys = (codes[:, kw] & np.uint64((1 << K) - 1)).astype(np.int64)
+    rows = np.flatnonzero(np.isin(keys, probes))
+    if allow is not None:
+        rows = rows[allow[rows]]
+    if rows.shape[0] < n2:
+        return ref_candidates(codes, q, allow, n1, n2, w.astype(np.float64))
+    keep = ref_select(rows, ham(codes[rows, :1], q[None, :1]), min(n1, 2 * n2))
+    if keep.shape[0] > n2:
+        keep = ref_select(keep, ref_weighted(codes[keep], q, w), n2)
+    return keep
+
+
+def _bitmap(allow: np.ndarray | None, n: int) -> np.ndarray:
+    if allow is None:
+        return np.zeros(0, np.uint64)
+    padded = np.zeros(((n + 63) // 64) * 64, dtype=bool)
+    padded[:n] = allow
+    return np.packbits(padded, bitorder="little").view("<u8").astype(np.uint64)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize(("n", "W", "seg_bits", "bits"), [
+    (5000, 4, 10, 8), (3000, 1, 8, 10), (1, 2, 4, 8), (0, 3, 6, 9), (70000, 2, 14, 12),
+])  # fmt: skip
+def test_table_build_equals_stable_argsort(n, W, seg_bits, bits) -> None:
+    rng = np.random.default_rng(n + bits)
+    codes, _q, _prefix, _rest, pa, ra = _scan_setup(rng, max(n, 1), W, seg_bits)
+    kw, stride, segs = (1, W - 1, ra) if W > 1 else (0, 1, pa)
+    out = np.full((1 << bits) + 1 + n, -5, dtype=np.int32)
+    _lsh.table_build(segs, seg_bits, stride, n, bits, out)
+    keys = (codes[:n, kw] & np.uint64((1 << bits) - 1)).astype(np.int64)
+    assert np.array_equal(out, ref_table(keys, bits))
+
+
+@pytest.mark.parametrize(("n", "W", "seg_bits", "K", "n1", "n2", "P"), [
+    (6000, 4, 10, 8, 400, 100, 40),     # the table's buckets hold a pool of >= n2
+    (6000, 3, 9, 10, 300, 60, 200),
+    (4000, 1, 8, 8, 200, 50, 30),       # one-word codes: the key is word 0
+    (3000, 2, 12, 12, 300, 150, 3),     # too few rows in 3 buckets: the full scan
+    (2000, 2, 7, 8, 500, 100, 5000),    # more probes than buckets: every bucket
+])  # fmt: skip
+@pytest.mark.parametrize("filtered", [False, True])
+def test_bucket_candidates_equal_reference(n, W, seg_bits, K, n1, n2, P, filtered) -> None:
+    """Every table (none, part of the rows, all of them) gives the reference's rows, for
+    any thread count and in a batch."""
+    rng = np.random.default_rng(n + K + P)
+    codes, q, _prefix, _rest, pa, ra = _scan_setup(rng, n, W, seg_bits)
+    stride, segs = (W - 1, ra) if W > 1 else (1, pa)
+    allow = rng.random(n) < 0.8 if filtered else None
+    w = rng.random(64 * W).astype(np.float32)
+    w[::9] = 0.0
+    qs = np.stack([q, q ^ np.uint64(0b1011), rng.integers(0, 2**63, W, dtype=np.uint64)])
+    ws = np.stack([w, w[::-1].copy(), w])
+    want = [ref_bucket_candidates(codes, qs[i], ws[i], allow, n1, n2, K, P) for i in range(3)]
+    for covered in (0, n // 2, n):
+        table = np.empty((1 << K) + 1 + covered, dtype=np.int32)
+        _lsh.table_build(segs, seg_bits, stride, covered, K, table)
+        for nt in (1, 2):
+            out = np.full((3, n2), -7, dtype=np.int64)
+            counts = np.zeros(3, dtype=np.int64)
+            assert _lsh.candidates(
+                pa, ra, seg_bits, n, qs, _bitmap(allow, n), n1, out, counts, nt, False, ws,
+                K, table if covered else None, covered, P,
+            ) == 0  # fmt: skip
+            for i in range(3):
+                assert np.array_equal(np.sort(out[i, : counts[i]]), want[i])
+
+
+def test_probes_with_nan_and_tied_weights() -> None:
+    """NaN weights sort last, ties go by bit, and quantised ties by subset (through the
+    pool: every row is its own bucket's only row)."""
+    K = 8
+    codes = np.zeros((256, 2), dtype=np.uint64)
+    codes[:, 1] = np.arange(256, dtype=np.uint64)  # row r is bucket r
+    codes[:, 0] = np.arange(256, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    prefix, rest = codes[:, 0].copy(), codes[:, 1:].copy()
+    pa, ra = np.array([prefix.ctypes.data], np.intp), np.array([rest.ctypes.data], np.intp)
+    q = np.array([0, 0b10110010], dtype=np.uint64)
+    for wk in (np.full(K, 0.5), np.array([0.1, np.nan, 0.1, 0.3, np.nan, 0.2, 0.1, 0.9])):
+        w = np.zeros(128, dtype=np.float32)
+        w[64 : 64 + K] = wk
+        for P in (1, 7, 37, 100):
+            out = np.empty((1, P), dtype=np.int64)
+            counts = np.empty(1, dtype=np.int64)
+            _lsh.candidates(pa, ra, 12, 256, q[None], np.zeros(0, np.uint64), 4 * P, out, counts,
+                            1, False, w[None], K, None, 0, P)  # fmt: skip
+            want = ref_probes(w[64 : 64 + K], int(q[1]), P)
+            assert np.array_equal(np.sort(out[0, : counts[0]]), want)
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    X, centres = clustered(rng, 12000, 16, 40)
+    Q = (centres[rng.integers(0, 40, 30)] + 0.35 * rng.standard_normal((30, 16))).astype(np.float32)
+    return X, Q
+
+
+def _tables(directory) -> list[str]:
+    return sorted(f for f in os.listdir(directory) if f.startswith("lsht@"))
+
+
+def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch) -> None:
+    X, Q = data
+    probed = []  # the table_bits each search passes to the kernel (0: a scan of all)
+    candidates = _lsh.candidates
+
+    def spy(*args):
+        probed.append(args[12])
+        return candidates(*args)
+
+    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
+    path = str(tmp_path / "s")
+    st = mmfs.open(path)
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
+    g.write(np.arange(8000), {"emb": X[:8000]})
+    v1 = st.commit()
+    g.create_index("emb", "lsh", "euclidean", table_bits=10, candidates=100)
+    v2 = st.commit()
+    directory = tmp_path / "s" / "groups" / "g0"
+    idx = g.indexes()["emb"]
+    assert (idx.table_bits, idx.table_rows, idx.table_gen) == (10, 8000, v2)
+    assert _tables(directory) == [os.path.basename(table_path(str(directory), "emb", idx))]
+    got, got_d = g.search("emb", Q, k=10)
+    truth, _ = mmfs.knn(X[:8000], Q, 10)
+    assert recall(got, truth) >= 0.95
+    assert probed == [10]  # 100 of the 1,024 buckets
+    pinned = g.search("emb", Q, k=10, version=v1)
+    # a reader without the table file (a newer commit removed it) gives the same answers
+    ro = mmfs.open(path, mode="r")
+    os.rename(table_path(str(directory), "emb", idx), tmp_path / "aside")
+    for a, b in zip(ro["items"].search("emb", Q, k=10), (got, got_d), strict=True):
+        assert np.array_equal(a, b)
+    ro.close()
+    os.rename(tmp_path / "aside", table_path(str(directory), "emb", idx))
+    # a small write joins the tail: no new table, and its rows are found
+    g.write(np.arange(8000, 8200), {"emb": X[8000:8200]})
+    st.commit()
+    assert g.indexes()["emb"].table_gen == idx.table_gen
+    keys, dist = g.search("emb", X[8100:8110], k=1)
+    assert np.array_equal(keys[:, 0], np.arange(8100, 8110))
+    assert np.all(dist[:, 0] == 0.0)
+    # a tail of max(2^10, 8200 / 8) rows or more: the table is built anew
+    g.write(np.arange(8200, 12000), {"emb": X[8200:12000]})
+    g.delete([5, 6])
+    v4 = st.commit()
+    new = g.indexes()["emb"]
+    assert (new.table_rows, new.table_gen) == (12002, v4)
+    assert len(_tables(directory)) == 2  # the previous commit's stays for its readers
+    # the pinned version's answers do not depend on which table serves them
+    for a, b in zip(g.search("emb", Q, k=10, version=v1), pinned, strict=True):
+        assert np.array_equal(a, b)
+    got, _ = g.search("emb", Q, k=10)
+    truth, _ = mmfs.knn(np.delete(X, [5, 6], axis=0), Q, 10)
+    assert recall(got, np.delete(np.arange(12000), [5, 6])[truth]) >= 0.95
+    assert not np.isin(got, [5, 6]).any()
+    # a filter that keeps most keys probes; one that keeps few scans; both obey it
+    for share, bits in ((0.7, 10), (0.1, 0)):
+        mask = np.random.default_rng(1).random(len(g)) < share
+        probed.clear()
+        keys, _ = g.search("emb", Q, k=10, filter=mask)
+        assert np.isin(keys, np.asarray(g.keys())[mask]).all()
+        assert probed == [bits]
+    g.write([0], {"emb": X[:1]})
+    st.commit()
+    assert _tables(directory) == [os.path.basename(table_path(str(directory), "emb", new))]
+    assert st.verify()["items"] == 12000
+    st.close()
+
+
+def test_table_damage_recovery_and_old_manifests(tmp_path, data) -> None:
+    X, Q = data
+    path = str(tmp_path / "s")
+    st = mmfs.open(path)
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
+    g.write(np.arange(3000), {"emb": X[:3000]})
+    st.commit()
+    g.create_index("emb", "lsh", "cosine", table_bits=9)
+    st.commit()
+    idx = g.indexes()["emb"]
+    directory = str(tmp_path / "s" / "groups" / "g0")
+    table_file = table_path(directory, "emb", idx)
+    good = np.array(open_array(table_file, "META"))
+    st.close()
+    # a stray table of a commit that never happened is removed by the writer's recovery
+    later = IndexDef(**{**idx.to_json(), "table_gen": idx.table_gen + 3})
+    stray = table_path(directory, "emb", later)
+    write_array_file(stray, good, "META")
+    st = mmfs.open(path)
+    assert not os.path.exists(stray)
+    # a table whose rows disagree with the codes: verify() says so, search stays in bounds
+    bad = good.copy()
+    n_off = (1 << 9) + 1
+    bad[n_off], bad[n_off + 1] = bad[n_off + 1], 10**9
+    os.unlink(table_file)
+    write_array_file(table_file, bad, "META")
+    with pytest.raises(CorruptStoreError, match="bucket table"):
+        st.verify()
+    ro = mmfs.open(path, mode="r")
+    keys, _ = ro["items"].search("emb", Q, k=5)
+    assert keys.shape == (30, 5)
+    assert np.isin(keys, np.arange(3000)).all()
+    ro.close()
+    # offsets out of order are refused when the table is read
+    bad = good.copy()
+    bad[1] = 10**6
+    os.unlink(table_file)
+    write_array_file(table_file, bad, "META")
+    ro = mmfs.open(path, mode="r")
+    with pytest.raises(CorruptStoreError, match="offsets"):
+        ro["items"].search("emb", Q, k=5)
+    ro.close()
+    os.unlink(table_file)
+    write_array_file(table_file, good.astype(np.int64), "META")
+    ro = mmfs.open(path, mode="r")
+    with pytest.raises(CorruptStoreError, match="bucket table of dtype"):
+        ro["items"].search("emb", Q, k=5)
+    ro.close()
+    st.close()
+    # a manifest from before the table reads as an index without one
+    doc = idx.to_json()
+    old = {f: v for f, v in doc.items() if not f.startswith("table_")}
+    ftype = mmfs.dense(16)
+    assert IndexDef.from_json(old, ftype, "m").table_bits == 0
+    for broken in (
+        {**old, "table_bits": 8},  # some of the fields only
+        {**doc, "table_bits": 5},
+        {**doc, "table_rows": doc["n_rows"] + 1},
+        {**doc, "table_gen": 0},
+        {**doc, "table_bits": 0},
+        {**doc, "table_bits": True},
+    ):
+        with pytest.raises(CorruptStoreError):
+            IndexDef.from_json(broken, ftype, "m")
+
+
+def test_table_bits_argument(tmp_path, data) -> None:
+    X, _Q = data
+    st = mmfs.open(str(tmp_path / "s"))
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
+    g.write(np.arange(2000), {"emb": X[:2000]})
+    st.commit()
+    bad: Any
+    for bad in (5, 21, True, 8.0, "8", -1):
+        with pytest.raises(ParameterError, match="table_bits"):
+            g.create_index("emb", "lsh", table_bits=bad)
+    assert g.create_index("emb", "lsh").table_bits == 16  # chosen from the row count
+    assert g.create_index("emb", "exact", table_bits=None).table_bits == 0
+    g.create_index("emb", "lsh", table_bits=0)
+    st.commit()
+    assert g.indexes()["emb"].table_rows == 0  # no table, whatever the rows
+    assert not _tables(tmp_path / "s" / "groups" / "g0")
+    st.close()
