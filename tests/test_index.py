@@ -14,7 +14,7 @@ import mmfs
 from mmfs._kernels import _lsh
 from mmfs.errors import CorruptStoreError, DimensionError, NotFoundError, ParameterError
 from mmfs.index import codes_of, projections
-from mmfs.index.lsh import IndexDef
+from mmfs.index.lsh import IndexDef, auto_table_bits
 from mmfs.index.search import DEFAULT_CANDIDATES
 
 # --------------------------------------------------------------------------- references
@@ -529,7 +529,8 @@ def test_reopen_uses_the_stored_index(tmp_path, data) -> None:
     ro = mmfs.open(str(tmp_path / "s"), mode="r")
     gi = ro["items"]
     assert gi.indexes()["emb"] == IndexDef("lsh", "cosine", 256, 5, 2, X.shape[0],
-                                           gi.indexes()["emb"].created_ns, 300, 16)  # fmt: skip
+                                           gi.indexes()["emb"].created_ns, 300, auto_table_bits(X.shape[0]),
+                                           X.shape[0], 2)  # fmt: skip
     got = gi.search("emb", Q, k=10)
     assert np.array_equal(got[0], want[0])
     assert np.array_equal(got[1], want[1])

@@ -15,7 +15,7 @@ from test_index import weighted as ref_weighted
 import mmfs
 from mmfs._kernels import _lsh
 from mmfs.errors import CorruptStoreError, ParameterError
-from mmfs.index.lsh import IndexDef, table_path
+from mmfs.index.lsh import IndexDef, auto_table_bits, table_path
 from mmfs.storage.fileformat import open_array, write_array_file
 
 # --------------------------------------------------------------------------- references
@@ -313,7 +313,10 @@ def test_table_bits_argument(tmp_path, data) -> None:
     for bad in (5, 21, True, 8.0, "8", -1):
         with pytest.raises(ParameterError, match="table_bits"):
             g.create_index("emb", "lsh", table_bits=bad)
-    assert g.create_index("emb", "lsh").table_bits == 16  # chosen from the row count
+    # chosen from the row count: about 16 rows a bucket, 10 to 20 bits, 16 when empty
+    assert g.create_index("emb", "lsh").table_bits == 10
+    for n, bits in ((0, 16), (1, 10), (2000, 10), (10**6, 16), (1_500_000, 17), (10**9, 20)):
+        assert auto_table_bits(n) == bits
     assert g.create_index("emb", "exact", table_bits=None).table_bits == 0
     g.create_index("emb", "lsh", table_bits=0)
     st.commit()

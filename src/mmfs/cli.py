@@ -346,9 +346,12 @@ def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
         users = store["users"]
         _, t_build = _timed(lambda: users.create_index("embedding", "lsh", "euclidean"), repeat=1)
         v_index = store.commit("index the embeddings")
-        n = len(users)
-        print(f"  built 256-bit codes for {n:,} rows in {t_build:.2f} s "
-              f"({32 * n / 2**20:.1f} MiB beside the rows)")  # fmt: skip
+        n, idx = len(users), users.indexes()["embedding"]
+        size = 32 * idx.n_rows + (
+            4 * idx.table_rows + (4 << idx.table_bits) if idx.table_rows else 0
+        )
+        print(f"  built 256-bit codes for {n:,} rows and a table of {2**idx.table_bits:,} buckets "
+              f"in {t_build:.2f} s ({size / 2**20:.1f} MiB beside the rows)")  # fmt: skip
         ev = users.evaluate_index("embedding", queries, k)
         print(f"  recall@{k} against exact search: {ev['recall']:.3f}; per query on one "
               f"thread {ev['index_ms_per_query']:.2f} ms (exact: "

@@ -199,9 +199,10 @@ def codes_of(
 
 
 def auto_table_bits(n_rows: int) -> int:
-    """The key length of a new index's bucket table: about 16 rows a bucket, 16 to 20
-    bits (chosen on the benchmark of issue 8)."""
-    return min(20, max(16, round(np.log2(max(n_rows, 1) / 16))))
+    """The key length of a new index's bucket table: about 16 rows a bucket for the rows
+    it starts with, 10 to 20 bits; 16 for an empty group (chosen on the benchmark of
+    issue 8)."""
+    return 16 if n_rows == 0 else min(20, max(10, round(np.log2(n_rows / 16))))
 
 
 def check_table_bits(table_bits: Any) -> None:

@@ -307,10 +307,13 @@ def _lsh_knn(group, snap, feature, idx, Q, k, m, searched, n_cand, n_threads) ->
 def _probe_buckets(reader: _LshReader, searched: _Searched, n2: int) -> bool:
     """Whether stage one probes buckets (else it scans every prefix): when the index has
     a table key, at least half the rows are searched (a filter that keeps fewer needs
-    rows the probes would miss), and the buckets hold 4 rows each on average (so that
-    the n2 probed should hold about 4 * n2 rows)."""
+    rows the probes would miss), the buckets hold 4 rows each on average (so that the
+    n2 probed should hold about 4 * n2 rows), and the n2 probes are at most an eighth of
+    the buckets (more would read most rows at random, slower than the scan)."""
     K = reader.table_bits
-    return K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K
+    return (
+        K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K and 8 * n2 <= 1 << K
+    )
 
 
 def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_threads: int):
