@@ -138,7 +138,7 @@ def test_info_describes_and_verifies_a_store(
     assert "generation 2" in out
     assert "group 'items': key 'sku' (str), 2 keys, 2 rows of 32 bytes" in out
     assert "v: dense (dim=3, dtype=float32)" in out
-    assert "index on v: lsh (cosine, 128 bits)" in out
+    assert "index on v: lsh (cosine, 128 bits, 1,024 buckets (table: 0 rows))" in out
     assert "verified: every file and every key of 2 keys" in out
     assert main(["info", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err

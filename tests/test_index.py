@@ -48,7 +48,8 @@ def ref_select(rows: np.ndarray, d: np.ndarray, n: int) -> np.ndarray:
 def weighted(codes: np.ndarray, q: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Quantised weighted Hamming distances as the kernel sums them: integer weights
     floor(w_b * (255 / max w) + 0.5) in double (0 where w_b is not > 0), summed over the
-    differing bits and scaled to 0 .. 4095 by sum * 4095 // (sum of the weights)."""
+    differing bits and shifted right by the least s with (sum of the weights) >> s <=
+    4095."""
     w = np.asarray(w, dtype=np.float64)
     wmax = float(np.max(w, initial=0.0, where=w > 0))
     unit = 255.0 / wmax if 0 < wmax < np.inf else 0.0
@@ -56,7 +57,7 @@ def weighted(codes: np.ndarray, q: np.ndarray, w: np.ndarray) -> np.ndarray:
     total = int(wq.sum())
     bits = np.unpackbits(np.bitwise_xor(codes, q).view(np.uint8), axis=1, bitorder="little")
     score = bits.astype(np.int64) @ wq
-    return score * 4095 // total if total > 0 else np.zeros_like(score)
+    return score >> max(0, total.bit_length() - 12)
 
 
 def ref_candidates(codes, q, allow, n1, n2, w=None):

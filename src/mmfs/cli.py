@@ -468,6 +468,8 @@ def _info(args: argparse.Namespace) -> int:
                 print(f"    {fname}: {ftype['type']}" + (f" ({detail})" if detail else ""))
             for fname, idx in store[name].indexes().items():
                 bits = f", {idx.bits} bits" if idx.kind == "lsh" else ""
+                if idx.table_bits:
+                    bits += f", {2**idx.table_bits:,} buckets (table: {idx.table_rows:,} rows)"
                 print(f"    index on {fname}: {idx.kind} ({idx.metric}{bits})")
         for name in store.experiments.list():
             e = store.experiments.get(name)

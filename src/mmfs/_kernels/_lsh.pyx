@@ -351,14 +351,15 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
     cdef Py_ssize_t length, i, w, kept, b
     cdef uint64_t x
     cdef double wmax, unit
-    cdef int64_t score, total
+    cdef int64_t a0, a1, a2, a3, total
+    cdef int shift = 0
     cdef const uint64_t *rest
     cdef int32_t *dist = NULL
     cdef int64_t *hist2 = NULL
     cdef uint16_t *lut = NULL
     cdef uint16_t wq
     cdef const uint16_t *tab
-    cdef int v, lowest
+    cdef int v, top
     cdef int64_t *rows
     cdef uint64_t *pc
     cdef bint ok
@@ -393,9 +394,9 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
             # |s_b - t_b|, how far the query is from that bit's hyperplane, as an integer
             # weight of 0 .. 255 (floor(w_b * (255 / max w) + 0.5), in double; NaN: 0).  A
             # table per code byte holds the sum over each of its 256 values (lut[v] =
-            # lut[v without its lowest bit] + w[lowest bit]; uint16, so the tables stay in
+            # lut[v without its highest bit] + w[highest bit]; uint16, so the tables stay in
             # the first-level cache), so a row costs one lookup per byte; the sum is
-            # scaled to 0 .. WEIGHT_BINS (sum * WEIGHT_BINS // total weight).
+            # shifted right until the total weight fits 0 .. WEIGHT_BINS.
             wmax = 0.0
             for w in range(64 * W):
                 if wts[w] > wmax:
@@ -403,12 +404,13 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
             unit = 255.0 / wmax if wmax > 0.0 and wmax < INFINITY else 0.0
             for b in range(8 * W):
                 lut[b * 256] = 0
-                for v in range(1, 256):
-                    lowest = __builtin_ctzll(v)
-                    wq = <uint16_t>(wts[8 * b + lowest] * unit + 0.5) if wts[8 * b + lowest] > 0.0 else 0
-                    lut[b * 256 + v] = lut[b * 256 + (v & (v - 1))] + wq
-                    if v == (1 << lowest):
-                        total += wq
+                for top in range(8):
+                    wq = <uint16_t>(wts[8 * b + top] * unit + 0.5) if wts[8 * b + top] > 0.0 else 0
+                    total += wq
+                    for v in range(1 << top, 2 << top):  # the values whose highest bit is top
+                        lut[b * 256 + v] = lut[b * 256 + v - (1 << top)] + wq
+            while (total >> shift) > WEIGHT_BINS:
+                shift += 1
         for i in range(kept):
             if i + 4 * AHEAD < kept and W > 1:
                 r = rows[i + 4 * AHEAD]
@@ -422,13 +424,15 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
                 for w in range(W - 1):
                     dist[i] += __builtin_popcountll(rest[w] ^ q[w + 1])
                 continue
-            score = 0
+            a0 = a1 = a2 = a3 = 0  # four sums: the lookups do not wait on each other
             for w in range(W):
                 x = (pc[i] if w == 0 else rest[w - 1]) ^ q[w]
                 tab = lut + 8 * w * 256
-                for b in range(8):
-                    score += tab[b * 256 + ((x >> (8 * b)) & 255)]
-            dist[i] = <int32_t>(score * WEIGHT_BINS // total) if total > 0 else 0
+                a0 += tab[x & 255] + tab[256 + ((x >> 8) & 255)]
+                a1 += tab[512 + ((x >> 16) & 255)] + tab[768 + ((x >> 24) & 255)]
+                a2 += tab[1024 + ((x >> 32) & 255)] + tab[1280 + ((x >> 40) & 255)]
+                a3 += tab[1536 + ((x >> 48) & 255)] + tab[1792 + (x >> 56)]
+            dist[i] = <int32_t>(((a0 + a1) + (a2 + a3)) >> shift)
         kept = _select(rows, dist, pc, kept, n2, WEIGHT_BINS if wts != NULL else <int>(64 * W),
                        hist2)
     kept = min(kept, n2)
