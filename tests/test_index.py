@@ -529,9 +529,10 @@ def test_reopen_uses_the_stored_index(tmp_path, data) -> None:
     st.close()
     ro = mmfs.open(str(tmp_path / "s"), mode="r")
     gi = ro["items"]
-    assert gi.indexes()["emb"] == IndexDef("lsh", "cosine", 256, 5, 2, X.shape[0],
-                                           gi.indexes()["emb"].created_ns, 300, auto_table_bits(X.shape[0]),
-                                           X.shape[0], 2)  # fmt: skip
+    n = X.shape[0]
+    assert gi.indexes()["emb"] == IndexDef("lsh", "cosine", 256, 5, 2, n,
+                                           gi.indexes()["emb"].created_ns, 300,
+                                           auto_table_bits(n), n, 2)  # fmt: skip
     got = gi.search("emb", Q, k=10)
     assert np.array_equal(got[0], want[0])
     assert np.array_equal(got[1], want[1])

@@ -311,9 +311,7 @@ def _probe_buckets(reader: _LshReader, searched: _Searched, n2: int) -> bool:
     n2 probed should hold about 4 * n2 rows), and the n2 probes are at most an eighth of
     the buckets (more would read most rows at random, slower than the scan)."""
     K = reader.table_bits
-    return (
-        K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K and 8 * n2 <= 1 << K
-    )
+    return K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K and 8 * n2 <= 1 << K
 
 
 def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_threads: int):
