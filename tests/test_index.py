@@ -514,6 +514,8 @@ def test_sparse_and_float16_features(tmp_path) -> None:
     assert np.all(dist == 0.0)
     # the codes stored for the sparse rows are the reference codes
     idx_def = g.indexes()["tf"]
+    assert idx_def.table_bits == 0  # sparse features scan by default: see docs/index.md
+    assert g.indexes()["h"].table_bits == auto_table_bits(n)
     P, t = st._files("docs").projection("tf", idx_def, dim)
     prefix = st._files("docs").lsh_files("tf", idx_def).prefix.segment(0)
     assert np.array_equal(prefix[:n], ref_codes(S.toarray(), P, t)[:, 0])

@@ -15,7 +15,7 @@ from test_index import weighted as ref_weighted
 import mmfs
 from mmfs._kernels import _lsh
 from mmfs.errors import CorruptStoreError, ParameterError
-from mmfs.index.lsh import IndexDef, auto_table_bits, table_path
+from mmfs.index.lsh import IndexDef, auto_table_bits, table_due, table_path
 from mmfs.storage.fileformat import open_array, write_array_file
 
 # --------------------------------------------------------------------------- references
@@ -237,6 +237,35 @@ def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch)
     st.close()
 
 
+def test_default_candidates_probe_with_documented_recall(tmp_path, monkeypatch) -> None:
+    """At the default candidates the probes reach recall@10 >= 0.95 on clustered data,
+    as the scan does."""
+    probed = []
+    candidates = _lsh.candidates
+
+    def spy(*args):
+        probed.append(args[12])
+        return candidates(*args)
+
+    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
+    rng = np.random.default_rng(8)
+    X, centres = clustered(rng, 40000, 32, 200)
+    Q = (centres[rng.integers(0, 200, 50)] + 0.35 * rng.standard_normal((50, 32))).astype(
+        np.float32
+    )
+    st = mmfs.open(str(tmp_path / "s"), durability="none")
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(32)})
+    g.write(np.arange(40000), {"emb": X})
+    st.commit()
+    g.create_index("emb", "lsh", "euclidean", table_bits=13)
+    st.commit()
+    got, _ = g.search("emb", Q, k=10)
+    truth, _ = mmfs.knn(X, Q, 10)
+    assert probed == [13]
+    assert recall(got, truth) >= 0.95
+    st.close()
+
+
 def test_table_damage_recovery_and_old_manifests(tmp_path, data) -> None:
     X, Q = data
     path = str(tmp_path / "s")
@@ -317,6 +346,13 @@ def test_table_bits_argument(tmp_path, data) -> None:
     assert g.create_index("emb", "lsh").table_bits == 10
     for n, bits in ((0, 16), (1, 10), (2000, 10), (10**6, 16), (1_500_000, 17), (10**9, 20)):
         assert auto_table_bits(n) == bits
+    # a commit builds the table once the tail reaches max(2^K, rows / 8), below 2^31 rows
+    idx = IndexDef("lsh", "cosine", 256, 0, 1, 0, 0, None, 16, 10**6, 1)
+    assert not table_due(idx, 10**6 + 124_999)
+    assert table_due(idx, 10**6 + 125_000)
+    assert not table_due(idx, 2**31)
+    assert table_due(IndexDef("lsh", "cosine", 64, 0, 1, 0, 0, None, 10), 1024)
+    assert not table_due(IndexDef("lsh", "cosine", 64, 0, 1, 0, 0, None, 10), 1023)
     assert g.create_index("emb", "exact", table_bits=None).table_bits == 0
     g.create_index("emb", "lsh", table_bits=0)
     st.commit()

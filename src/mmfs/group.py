@@ -1400,7 +1400,8 @@ class FeatureGroup:
         ``kind="lsh"``: sign-random-projection codes of ``bits`` bits (seeded Gaussian
         projections) for ``metric`` "cosine", "inner_product" or "euclidean"; a search
         probes ``candidates`` buckets of a table keyed by ``table_bits`` code bits (None:
-        chosen from the row count; 0: no table, every search scans every code), ranks
+        chosen from the row count, and 0 for a sparse feature; 0: no table, every search
+        scans every code), ranks
         their rows by code, and re-ranks ``candidates`` rows exactly (default 700).
         The codes of the rows written so far are computed now, those of later writes by
         each write; commits keep the table up to date.  ``kind="exact"``: every search
@@ -1426,10 +1427,11 @@ class FeatureGroup:
         check_table_bits(table_bits)
         if kind == "lsh" and table_bits is None:
             committed = store._committed(self.name)
-            table_bits = auto_table_bits(committed.n_rows if committed is not None else 0)
+            n_rows = committed.n_rows if committed is not None else 0
+            table_bits = 0 if isinstance(ftype, Sparse) else auto_table_bits(n_rows)
         idx = IndexDef(
             kind, metric, bits if kind == "lsh" else 0, seed, store._gen + 1, 0, now_ns(),
-            candidates, table_bits=table_bits or 0 if kind == "lsh" else 0,
+            candidates, table_bits=(table_bits or 0) if kind == "lsh" else 0,
         )  # fmt: skip
         if kind == "lsh":
             idx = _build_lsh(self, feature, idx, effective_n_threads(n_threads))

@@ -217,9 +217,13 @@ def check_table_bits(table_bits: Any) -> None:
 
 
 def table_due(idx: IndexDef, n_rows: int) -> bool:
-    """Whether a commit that leaves ``n_rows`` coded rows builds the table anew."""
+    """Whether a commit that leaves ``n_rows`` coded rows builds the table anew (never
+    past 2^31 rows, which int32 rows cannot name: the rows beyond are the tail)."""
     tail = n_rows - idx.table_rows
-    return idx.table_bits > 0 and tail > 0 and tail >= max(1 << idx.table_bits, idx.table_rows // 8)
+    return (
+        idx.table_bits > 0 and tail > 0 and tail >= max(1 << idx.table_bits, idx.table_rows // 8)
+        and n_rows < 1 << 31
+    )  # fmt: skip
 
 
 def table_path(directory: str, feature: str, idx: IndexDef) -> str:
@@ -227,9 +231,8 @@ def table_path(directory: str, feature: str, idx: IndexDef) -> str:
 
 
 def build_table(files: LshFiles, n_rows: int, bits: int) -> np.ndarray:
-    """The bucket table of the first n_rows coded rows (see the module docstring)."""
-    if n_rows >= 1 << 31:
-        raise ParameterError("a bucket table holds fewer than 2^31 rows")
+    """The bucket table of the first n_rows (< 2^31) coded rows (see the module
+    docstring)."""
     prefix, rest, _maps = files.addresses(n_rows)
     out = np.empty((1 << bits) + 1 + n_rows, dtype=np.int32)
     if files.rest is not None:
