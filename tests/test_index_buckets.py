@@ -15,7 +15,7 @@ from test_index import weighted as ref_weighted
 import mmfs
 from mmfs._kernels import _lsh
 from mmfs.errors import CorruptStoreError, ParameterError
-from mmfs.index.lsh import IndexDef, auto_table_bits, table_due, table_path
+from mmfs.index.lsh import IndexDef, auto_table_bits, read_table, table_due, table_path
 from mmfs.storage.fileformat import open_array, write_array_file
 
 # --------------------------------------------------------------------------- references
@@ -354,8 +354,18 @@ def test_table_bits_argument(tmp_path, data) -> None:
     assert table_due(IndexDef("lsh", "cosine", 64, 0, 1, 0, 0, None, 10), 1024)
     assert not table_due(IndexDef("lsh", "cosine", 64, 0, 1, 0, 0, None, 10), 1023)
     assert g.create_index("emb", "exact", table_bits=None).table_bits == 0
+    # a one-word code keys its buckets by word 0
+    g.create_index("emb", "lsh", bits=64, table_bits=8)
+    st.commit()
+    idx = g.indexes()["emb"]
+    files = st._files("items")
+    prefix = files.lsh_files("emb", idx).prefix.segment(0)[:2000]
+    table = read_table(files.directory, "emb", idx)
+    assert np.array_equal(table, ref_table((prefix & np.uint64(255)).astype(np.int64), 8))
     g.create_index("emb", "lsh", table_bits=0)
     st.commit()
-    assert g.indexes()["emb"].table_rows == 0  # no table, whatever the rows
-    assert not _tables(tmp_path / "s" / "groups" / "g0")
+    none = g.indexes()["emb"]
+    assert none.table_rows == 0  # no table, whatever the rows
+    left = _tables(tmp_path / "s" / "groups" / "g0")  # the previous commit's only
+    assert left == [os.path.basename(table_path("", "emb", idx))]
     st.close()
