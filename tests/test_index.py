@@ -79,6 +79,15 @@ def clustered(rng, n, dim, n_clusters, spread=0.35):
     return (centres[labels] + spread * rng.standard_normal((n, dim))).astype(np.float32), centres
 
 
+def clustered_data(seed, n, dim, n_clusters, n_queries):
+    """n clustered rows and n_queries held-out queries drawn the same way."""
+    rng = np.random.default_rng(seed)
+    X, centres = clustered(rng, n, dim, n_clusters)
+    labels = rng.integers(0, n_clusters, n_queries)
+    Q = (centres[labels] + 0.35 * rng.standard_normal((n_queries, dim))).astype(np.float32)
+    return X, Q
+
+
 def recall(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, truth, strict=True)]))
 
@@ -268,10 +277,7 @@ def test_rerank_equals_numpy() -> None:
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    X, centres = clustered(rng, 6000, 24, 60)
-    Q = (centres[rng.integers(0, 60, 40)] + 0.35 * rng.standard_normal((40, 24))).astype(np.float32)
-    return X, Q
+    return clustered_data(0, 6000, 24, 60, 40)
 
 
 def _store(tmp_path, X, keys=None, schema=None, **kw):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_index import _scan_setup, clustered, ham, recall, ref_candidates, ref_select
+from test_index import _scan_setup, clustered_data, ham, recall, ref_candidates, ref_select
 from test_index import weighted as ref_weighted
 
 import mmfs
@@ -159,10 +159,7 @@ def test_probes_with_nan_and_tied_weights() -> None:
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(3)
-    X, centres = clustered(rng, 12000, 16, 40)
-    Q = (centres[rng.integers(0, 40, 30)] + 0.35 * rng.standard_normal((30, 16))).astype(np.float32)
-    return X, Q
+    return clustered_data(3, 12000, 16, 40, 30)
 
 
 def _tables(directory) -> list[str]:
@@ -248,11 +245,7 @@ def test_default_candidates_probe_with_documented_recall(tmp_path, monkeypatch) 
         return candidates(*args)
 
     monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
-    rng = np.random.default_rng(8)
-    X, centres = clustered(rng, 40000, 32, 200)
-    Q = (centres[rng.integers(0, 200, 50)] + 0.35 * rng.standard_normal((50, 32))).astype(
-        np.float32
-    )
+    X, Q = clustered_data(8, 40000, 32, 200, 50)
     st = mmfs.open(str(tmp_path / "s"), durability="none")
     g = st.create_group("items", key="id", schema={"emb": mmfs.dense(32)})
     g.write(np.arange(40000), {"emb": X})
