@@ -60,7 +60,6 @@ from mmfs.index.lsh import (
     LshFiles,
     auto_table_bits,
     check,
-    check_table_bits,
     codes_of,
     projections,
     read_projection,
@@ -1423,8 +1422,7 @@ class FeatureGroup:
                 f"group {self.name!r} has no feature {feature!r}: {list(meta.features)}"
             )
         ftype = meta.features[feature]
-        check(kind, metric, bits if kind == "lsh" else 0, seed, candidates, ftype)
-        check_table_bits(table_bits)
+        check(kind, metric, bits if kind == "lsh" else 0, seed, candidates, ftype, table_bits)
         if kind == "lsh" and table_bits is None:
             committed = store._committed(self.name)
             n_rows = committed.n_rows if committed is not None else 0

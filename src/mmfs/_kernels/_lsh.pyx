@@ -682,7 +682,8 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
         for i in range(m):
             counts[q0 + i] = _stage_two(
                 &ks[i], &prefix_segs[0], seg_bits, n_rows, prest, W, &qcodes[q0 + i, 0], pa,
-                min(n1, BUCKET_STAGE * n2) if ks[i].pooled else n1, n2, avx2, &weights[q0 + i, 0] if weights is not None else NULL, &out[q0 + i, 0])
+                min(n1, BUCKET_STAGE * n2) if ks[i].pooled else n1, n2, avx2,
+                &weights[q0 + i, 0] if weights is not None else NULL, &out[q0 + i, 0])
             if counts[q0 + i] < 0:
                 failed += 1
         free(ks)

@@ -101,13 +101,13 @@ class IndexDef:
                 raise CorruptStoreError(f"{src}: index field {name!r} is {doc[name]!r}")
         idx = cls(**doc)
         try:
-            check(idx.kind, idx.metric, idx.bits, idx.seed, idx.candidates, ftype)
+            check(idx.kind, idx.metric, idx.bits, idx.seed, idx.candidates, ftype, idx.table_bits)
         except ParameterError as exc:
             raise CorruptStoreError(f"{src}: {exc}") from None
         if idx.gen < 0 or idx.n_rows < 0 or (idx.kind != "lsh" and idx.n_rows):
             raise CorruptStoreError(f"{src}: index counts out of range")
         if (
-            (idx.table_bits and (idx.kind != "lsh" or idx.table_bits not in TABLE_BITS))
+            (idx.table_bits and idx.kind != "lsh")
             or not 0 <= idx.table_rows <= idx.n_rows
             or (idx.table_rows > 0) != (idx.table_gen > 0)
             or (idx.table_rows and not idx.table_bits)
@@ -122,7 +122,13 @@ def is_vector(ftype: Any) -> bool:
 
 
 def check(
-    kind: Any, metric: Any, bits: Any, seed: Any, candidates: Any, ftype: FeatureType | None
+    kind: Any,
+    metric: Any,
+    bits: Any,
+    seed: Any,
+    candidates: Any,
+    ftype: FeatureType | None,
+    table_bits: Any = None,
 ) -> None:
     """Refuse an index definition that cannot work, saying why."""
     if kind not in KINDS:
@@ -138,6 +144,14 @@ def check(
         not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1
     ):
         raise ParameterError(f"candidates must be a positive integer or None, got {candidates!r}")
+    if table_bits is not None and (
+        not isinstance(table_bits, int) or isinstance(table_bits, bool)
+        or (table_bits and table_bits not in TABLE_BITS)
+    ):  # fmt: skip
+        raise ParameterError(
+            f"table_bits must be None, 0 or an int in [{TABLE_BITS.start}, "
+            f"{TABLE_BITS.stop - 1}], got {table_bits!r}"
+        )
     if kind == "lsh":
         if metric not in LSH_METRICS:
             raise ParameterError(
@@ -203,17 +217,6 @@ def auto_table_bits(n_rows: int) -> int:
     it starts with, 10 to 20 bits; 16 for an empty group (chosen on the benchmark of
     issue 8)."""
     return 16 if n_rows == 0 else min(20, max(10, round(np.log2(n_rows / 16))))
-
-
-def check_table_bits(table_bits: Any) -> None:
-    if table_bits is not None and (
-        not isinstance(table_bits, int) or isinstance(table_bits, bool)
-        or (table_bits and table_bits not in TABLE_BITS)
-    ):  # fmt: skip
-        raise ParameterError(
-            f"table_bits must be None, 0 or an int in [{TABLE_BITS.start}, "
-            f"{TABLE_BITS.stop - 1}], got {table_bits!r}"
-        )
 
 
 def table_due(idx: IndexDef, n_rows: int) -> bool:
