@@ -140,6 +140,12 @@ def test_info_describes_and_verifies_a_store(
     assert "v: dense (dim=3, dtype=float32)" in out
     assert "index on v: lsh (cosine, 128 bits, 1,024 buckets (table: 0 rows))" in out
     assert "verified: every file and every key of 2 keys" in out
+    with mmfs.open(path) as store:
+        store["items"].create_index("v", "lsh", "cosine", bits=128, tables=2)
+        store.commit()
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "index on v: lsh (cosine, 128 bits, 2 tables of 1,024 buckets (tables: 0 rows))" in out
     assert main(["info", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mmfs info: error: ")

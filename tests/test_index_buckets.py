@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse
 from test_index import _scan_setup, clustered_data, ham, recall, ref_candidates, ref_select
 from test_index import weighted as ref_weighted
 
@@ -55,15 +56,25 @@ def ref_probes(wk: np.ndarray, qkey: int, P: int) -> np.ndarray:
     return np.sort(qkey ^ mask[chosen])
 
 
-def ref_bucket_candidates(codes, q, w, allow, n1, n2, K, P):
-    """Stage one's pool: the rows whose key (the low K bits of word 1, word 0 for one
-    word) is probed; fewer than n2: every row, as the scan.  Then stage one keeps
-    min(n1, 2 * n2) by prefix distance and stage two n2 by weighted distance."""
+def ref_keys(codes: np.ndarray, K: int, t: int) -> np.ndarray:
+    """Table t's key of each row: bits [t * K, (t + 1) * K) of word 1 (word 0 for one
+    word)."""
+    word = codes[:, 1 if codes.shape[1] > 1 else 0]
+    return ((word >> np.uint64(t * K)) & np.uint64((1 << K) - 1)).astype(np.int64)
+
+
+def ref_bucket_candidates(codes, q, w, allow, n1, n2, K, P, T=1):
+    """Stage one's pool: the rows whose key in some table t (ref_keys) is among that
+    table's P probes (of the weights of its key bits); fewer than n2: every row, as the
+    scan.  Then stage one keeps min(n1, 2 * n2) by prefix distance and stage two n2 by
+    weighted distance."""
     kw = 1 if codes.shape[1] > 1 else 0
-    wk = w[64 * kw : 64 * kw + K]
-    probes = ref_probes(wk, int(q[kw]) & ((1 << K) - 1), P)
-    keys = (codes[:, kw] & np.uint64((1 << K) - 1)).astype(np.int64)
-    rows = np.flatnonzero(np.isin(keys, probes))
+    hit = np.zeros(codes.shape[0], dtype=bool)
+    for t in range(T):
+        wk = w[64 * kw + t * K : 64 * kw + (t + 1) * K]
+        probes = ref_probes(wk, int(ref_keys(q[None, :], K, t)[0]), P)
+        hit |= np.isin(ref_keys(codes, K, t), probes)
+    rows = np.flatnonzero(hit)
     if allow is not None:
         rows = rows[allow[rows]]
     if rows.shape[0] < n2:
@@ -85,30 +96,36 @@ def _bitmap(allow: np.ndarray | None, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- kernels
 
 
-@pytest.mark.parametrize(("n", "W", "seg_bits", "bits"), [
-    (5000, 4, 10, 8), (3000, 1, 8, 10), (1, 2, 4, 8), (0, 3, 6, 9), (70000, 2, 14, 12),
+@pytest.mark.parametrize(("n", "W", "seg_bits", "bits", "t"), [
+    (5000, 4, 10, 8, 0), (3000, 1, 8, 10, 0), (1, 2, 4, 8, 0), (0, 3, 6, 9, 0),
+    (70000, 2, 14, 12, 0), (5000, 4, 10, 8, 7), (3000, 1, 8, 10, 5), (4000, 2, 9, 16, 3),
 ])  # fmt: skip
-def test_table_build_equals_stable_argsort(n, W, seg_bits, bits) -> None:
+def test_table_build_equals_stable_argsort(n, W, seg_bits, bits, t) -> None:
+    """Table t keys on bits [t * bits, (t + 1) * bits) of the key word (shift t * bits)."""
     rng = np.random.default_rng(n + bits)
     codes, _q, _prefix, _rest, pa, ra = _scan_setup(rng, max(n, 1), W, seg_bits)
-    kw, stride, segs = (1, W - 1, ra) if W > 1 else (0, 1, pa)
+    stride, segs = (W - 1, ra) if W > 1 else (1, pa)
     out = np.full((1 << bits) + 1 + n, -5, dtype=np.int32)
-    _lsh.table_build(segs, seg_bits, stride, n, bits, out)
-    keys = (codes[:n, kw] & np.uint64((1 << bits) - 1)).astype(np.int64)
-    assert np.array_equal(out, ref_table(keys, bits))
+    _lsh.table_build(segs, seg_bits, stride, n, bits, out, t * bits)
+    assert np.array_equal(out, ref_table(ref_keys(codes[:n], bits, t), bits))
 
 
-@pytest.mark.parametrize(("n", "W", "seg_bits", "K", "n1", "n2", "P"), [
-    (6000, 4, 10, 8, 400, 100, 40),     # the table's buckets hold a pool of >= n2
-    (6000, 3, 9, 10, 300, 60, 200),
-    (4000, 1, 8, 8, 200, 50, 30),       # one-word codes: the key is word 0
-    (3000, 2, 12, 12, 300, 150, 3),     # too few rows in 3 buckets: the full scan
-    (2000, 2, 7, 8, 500, 100, 5000),    # more probes than buckets: every bucket
+@pytest.mark.parametrize(("n", "W", "seg_bits", "K", "n1", "n2", "P", "T"), [
+    (6000, 4, 10, 8, 400, 100, 40, 1),     # the table's buckets hold a pool of >= n2
+    (6000, 3, 9, 10, 300, 60, 200, 1),
+    (4000, 1, 8, 8, 200, 50, 30, 1),       # one-word codes: the key is word 0
+    (3000, 2, 12, 12, 300, 150, 3, 1),     # too few rows in 3 buckets: the full scan
+    (2000, 2, 7, 8, 500, 100, 5000, 1),    # more probes than buckets: every bucket
+    (6000, 4, 10, 8, 400, 100, 40, 2),     # two tables: a row in both is kept once
+    (5000, 2, 9, 9, 300, 80, 25, 7),       # seven tables of 9 bits: 63 of word 1's bits
+    (4000, 1, 8, 8, 200, 50, 30, 3),       # one-word codes: bits 0-23 of word 0
+    (3000, 2, 12, 12, 300, 150, 2, 2),     # too few rows in 2 x 2 buckets: the scan
+    (2000, 2, 7, 8, 500, 100, 5000, 2),    # every bucket of both tables
 ])  # fmt: skip
 @pytest.mark.parametrize("filtered", [False, True])
-def test_bucket_candidates_equal_reference(n, W, seg_bits, K, n1, n2, P, filtered) -> None:
-    """Every table (none, part of the rows, all of them) gives the reference's rows, for
-    any thread count and in a batch."""
+def test_bucket_candidates_equal_reference(n, W, seg_bits, K, n1, n2, P, T, filtered) -> None:
+    """Every table (none, part of the rows, all of them; one or T of them) gives the
+    reference's rows, for any thread count and in a batch."""
     rng = np.random.default_rng(n + K + P)
     codes, q, _prefix, _rest, pa, ra = _scan_setup(rng, n, W, seg_bits)
     stride, segs = (W - 1, ra) if W > 1 else (1, pa)
@@ -117,16 +134,20 @@ def test_bucket_candidates_equal_reference(n, W, seg_bits, K, n1, n2, P, filtere
     w[::9] = 0.0
     qs = np.stack([q, q ^ np.uint64(0b1011), rng.integers(0, 2**63, W, dtype=np.uint64)])
     ws = np.stack([w, w[::-1].copy(), w])
-    want = [ref_bucket_candidates(codes, qs[i], ws[i], allow, n1, n2, K, P) for i in range(3)]
+    want = [ref_bucket_candidates(codes, qs[i], ws[i], allow, n1, n2, K, P, T) for i in range(3)]
     for covered in (0, n // 2, n):
-        table = np.empty((1 << K) + 1 + covered, dtype=np.int32)
-        _lsh.table_build(segs, seg_bits, stride, covered, K, table)
+        block = (1 << K) + 1 + covered
+        table = np.empty(T * block, dtype=np.int32)
+        for t in range(T):
+            _lsh.table_build(
+                segs, seg_bits, stride, covered, K, table[t * block : (t + 1) * block], t * K
+            )
         for nt in (1, 2):
             out = np.full((3, n2), -7, dtype=np.int64)
             counts = np.zeros(3, dtype=np.int64)
             assert _lsh.candidates(
                 pa, ra, seg_bits, n, qs, _bitmap(allow, n), n1, out, counts, nt, False, ws,
-                K, table if covered else None, covered, P,
+                K, table if covered else None, covered, P, T,
             ) == 0  # fmt: skip
             for i in range(3):
                 assert np.array_equal(np.sort(out[i, : counts[i]]), want[i])
@@ -304,16 +325,24 @@ def test_table_damage_recovery_and_old_manifests(tmp_path, data) -> None:
     os.unlink(table_file)
     write_array_file(table_file, good.astype(np.int64), "META")
     ro = mmfs.open(path, mode="r")
-    with pytest.raises(CorruptStoreError, match="bucket table of dtype"):
+    with pytest.raises(CorruptStoreError, match="bucket tables of dtype"):
         ro["items"].search("emb", Q, k=5)
     ro.close()
     st.close()
-    # a manifest from before the table reads as an index without one
+    # a manifest from before the table reads as an index without one; from before the
+    # second table, as an index with one
     doc = idx.to_json()
-    old = {f: v for f, v in doc.items() if not f.startswith("table_")}
+    old = {f: v for f, v in doc.items() if not f.startswith("table")}
     ftype = mmfs.dense(16)
     assert IndexDef.from_json(old, ftype, "m").table_bits == 0
+    one = {f: v for f, v in doc.items() if f != "tables"}
+    assert IndexDef.from_json(one, ftype, "m") == idx
+    assert idx.tables == 1
     for broken in (
+        {**doc, "tables": 0},
+        {**doc, "tables": 2.0},
+        {**doc, "tables": 8},  # 8 tables of 9 bits: more than a word
+        {**old, "tables": 2},  # tables without table bits
         {**old, "table_bits": 8},  # some of the fields only
         {**doc, "table_bits": 5},
         {**doc, "table_rows": doc["n_rows"] + 1},
@@ -361,4 +390,106 @@ def test_table_bits_argument(tmp_path, data) -> None:
     assert none.table_rows == 0  # no table, whatever the rows
     left = _tables(tmp_path / "s" / "groups" / "g0")  # the previous commit's only
     assert left == [os.path.basename(table_path("", "emb", idx))]
+    st.close()
+
+
+def test_tables_follow_commits_and_verify(tmp_path, data, monkeypatch) -> None:
+    """tables=T: T tables in one file, each keyed by its own bits, kept up to date by
+    commits and checked by verify(); each query probes ceil(candidates / T) buckets of
+    each table."""
+    X, Q = data
+    calls = []
+    candidates = _lsh.candidates
+
+    def spy(*args):
+        calls.append((args[12], args[15], args[16]))  # table_bits, probes, tables
+        return candidates(*args)
+
+    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
+    path = str(tmp_path / "s")
+    st = mmfs.open(path)
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
+    g.write(np.arange(8000), {"emb": X[:8000]})
+    st.commit()
+    g.create_index("emb", "lsh", "euclidean", table_bits=9, tables=3, candidates=100)
+    v = st.commit()
+    idx = g.indexes()["emb"]
+    assert (idx.tables, idx.table_bits, idx.table_rows, idx.table_gen) == (3, 9, 8000, v)
+    files = st._files("items")
+    rest = files.lsh_files("emb", idx).rest
+    assert rest is not None
+    codes = np.concatenate([np.zeros((8000, 1), np.uint64), rest.segment(0)[:8000]], axis=1)
+    table = read_table(files.directory, "emb", idx)
+    block = (1 << 9) + 1 + 8000
+    assert table.shape == (3 * block,)
+    for t in range(3):
+        assert np.array_equal(
+            table[t * block : (t + 1) * block], ref_table(ref_keys(codes, 9, t), 9)
+        )
+    got, _ = g.search("emb", Q, k=10)
+    truth, _ = mmfs.knn(X[:8000], Q, 10)
+    assert calls == [(9, 34, 3)]
+    assert recall(got, truth) >= 0.95
+    # the tail is found in every table; a due tail rebuilds all three
+    g.write(np.arange(8000, 8300), {"emb": X[8000:8300]})
+    st.commit()
+    keys, dist = g.search("emb", X[8290:8300], k=1)
+    assert np.array_equal(keys[:, 0], np.arange(8290, 8300))
+    assert np.all(dist[:, 0] == 0.0)
+    g.write(np.arange(8300, 12000), {"emb": X[8300:12000]})
+    st.commit()
+    new = g.indexes()["emb"]
+    assert (new.tables, new.table_rows) == (3, 12000)
+    assert st.verify()["items"] == 12000
+    table_file = table_path(files.directory, "emb", new)
+    good = np.array(open_array(table_file, "META"))
+    st.close()
+    # the last table's rows disagree with the codes: verify() says so
+    block = (1 << 9) + 1 + 12000
+    bad = good.copy()
+    bad[-2:] = good[-2:][::-1]  # two distinct rows swapped
+    os.unlink(table_file)
+    write_array_file(table_file, bad, "META")
+    st = mmfs.open(path)
+    with pytest.raises(CorruptStoreError, match="bucket table"):
+        st.verify()
+    st.close()
+    # the offsets of table 1 out of order are refused when the tables are read
+    bad = good.copy()
+    bad[block + 1] = 10**6
+    os.unlink(table_file)
+    write_array_file(table_file, bad, "META")
+    ro = mmfs.open(path, mode="r")
+    with pytest.raises(CorruptStoreError, match="offsets of table 1"):
+        ro["items"].search("emb", Q, k=5)
+    ro.close()
+
+
+def test_tables_argument(tmp_path, data) -> None:
+    X, _Q = data
+    st = mmfs.open(str(tmp_path / "s"))
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16), "sp": mmfs.sparse(50)})
+    rng = np.random.default_rng(0)
+    dense = rng.random((2000, 50)).astype(np.float32)
+    sparse = scipy.sparse.csr_matrix(np.where(dense < 0.1, dense, 0.0))
+    g.write(np.arange(2000), {"emb": X[:2000], "sp": sparse})
+    st.commit()
+    bad: Any
+    for bad in (0, -1, True, 2.0, "2", 7):  # 7 tables of 10 bits: more than a word
+        with pytest.raises(ParameterError, match="tables"):
+            g.create_index("emb", "lsh", tables=bad)
+    with pytest.raises(ParameterError, match="tables"):
+        g.create_index("emb", "lsh", table_bits=17, tables=4)
+    with pytest.raises(ParameterError, match="needs bucket tables"):
+        g.create_index("emb", "lsh", table_bits=0, tables=2)
+    assert g.indexes() == {}  # nothing was defined by the refusals
+    assert g.create_index("emb", "lsh", tables=6).table_bits == 10  # 60 bits
+    assert g.create_index("emb", "lsh", table_bits=8, tables=8).tables == 8
+    # a sparse feature scans by default, but asking for tables gives it buckets
+    assert g.create_index("sp", "lsh").table_bits == 0
+    assert g.create_index("sp", "lsh", tables=2).table_bits == 10
+    # other kinds have no tables
+    assert g.create_index("emb", "exact", tables=3).tables == 1
+    st.commit()
+    assert st.verify()["items"] == 2000
     st.close()

@@ -348,7 +348,7 @@ def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
         v_index = store.commit("index the embeddings")
         n, idx = len(users), users.indexes()["embedding"]
         size = 32 * idx.n_rows + (
-            4 * idx.table_rows + (4 << idx.table_bits) if idx.table_rows else 0
+            idx.tables * (4 * idx.table_rows + (4 << idx.table_bits)) if idx.table_rows else 0
         )
         print(f"  built 256-bit codes for {n:,} rows and a table of {2**idx.table_bits:,} buckets "
               f"in {t_build:.2f} s ({size / 2**20:.1f} MiB beside the rows)")  # fmt: skip
@@ -469,7 +469,10 @@ def _info(args: argparse.Namespace) -> int:
             for fname, idx in store[name].indexes().items():
                 bits = f", {idx.bits} bits" if idx.kind == "lsh" else ""
                 if idx.table_bits:
-                    bits += f", {2**idx.table_bits:,} buckets (table: {idx.table_rows:,} rows)"
+                    buckets, what = f"{2**idx.table_bits:,} buckets", "table"
+                    if idx.tables > 1:
+                        buckets, what = f"{idx.tables} tables of {buckets}", "tables"
+                    bits += f", {buckets} ({what}: {idx.table_rows:,} rows)"
                 print(f"    index on {fname}: {idx.kind} ({idx.metric}{bits})")
         for name in store.experiments.list():
             e = store.experiments.get(name)

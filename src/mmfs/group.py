@@ -1392,22 +1392,23 @@ class FeatureGroup:
         seed: int = 0,
         candidates: int | None = None,
         table_bits: int | None = None,
+        tables: int = 1,
         n_threads: int | None = None,
     ) -> IndexDef:
         """Define a similarity index over a vector feature, published by the next commit.
 
         ``kind="lsh"``: sign-random-projection codes of ``bits`` bits (seeded Gaussian
         projections) for ``metric`` "cosine", "inner_product" or "euclidean"; a search
-        probes ``candidates`` buckets of a table keyed by ``table_bits`` code bits (None:
-        chosen from the row count, and 0 for a sparse feature; 0: no table, every search
-        scans every code), ranks
-        their rows by code, and re-ranks ``candidates`` rows exactly (default 700).
-        The codes of the rows written so far are computed now, those of later writes by
-        each write; commits keep the table up to date.  ``kind="exact"``: every search
-        scans every row.  ``kind="kdtree"``: scipy's cKDTree for low-dimensional dense
-        data ("euclidean", "cityblock", "chebyshev", "minkowski"), built by each process
-        at its first search of a version.  Creating an index again replaces it.
-        Refused while the group has uncommitted writes.
+        probes ``candidates`` buckets in all of ``tables`` bucket tables, each keyed by
+        its own ``table_bits`` code bits (None: chosen from the row count, and 0 for a
+        sparse feature with one table; 0: no table, every search scans every code), ranks
+        their rows by code, and re-ranks ``candidates`` rows exactly (default 700).  Each
+        table costs 4 bytes a row.  The codes of the rows written so far are computed
+        now, those of later writes by each write; commits keep the tables up to date.
+        ``kind="exact"``: every search scans every row.  ``kind="kdtree"``: scipy's
+        cKDTree for low-dimensional dense data ("euclidean", "cityblock", "chebyshev",
+        "minkowski"), built by each process at its first search of a version.  Creating
+        an index again replaces it.  Refused while the group has uncommitted writes.
         """
         store = self._store
         store._check_writable()
@@ -1422,14 +1423,18 @@ class FeatureGroup:
                 f"group {self.name!r} has no feature {feature!r}: {list(meta.features)}"
             )
         ftype = meta.features[feature]
-        check(kind, metric, bits if kind == "lsh" else 0, seed, candidates, ftype, table_bits)
         if kind == "lsh" and table_bits is None:
             committed = store._committed(self.name)
             n_rows = committed.n_rows if committed is not None else 0
-            table_bits = 0 if isinstance(ftype, Sparse) else auto_table_bits(n_rows)
+            sparse_scan = isinstance(ftype, Sparse) and tables == 1
+            table_bits = 0 if sparse_scan else auto_table_bits(n_rows)
+        lsh = kind == "lsh"
+        check(kind, metric, bits if lsh else 0, seed, candidates, ftype, table_bits, tables)
+        if lsh and not table_bits and tables != 1:
+            raise ParameterError(f"tables={tables} needs bucket tables, not table_bits=0")
         idx = IndexDef(
-            kind, metric, bits if kind == "lsh" else 0, seed, store._gen + 1, 0, now_ns(),
-            candidates, table_bits=(table_bits or 0) if kind == "lsh" else 0,
+            kind, metric, bits if lsh else 0, seed, store._gen + 1, 0, now_ns(), candidates,
+            table_bits=(table_bits or 0) if lsh else 0, tables=tables if lsh else 1,
         )  # fmt: skip
         if kind == "lsh":
             idx = _build_lsh(self, feature, idx, effective_n_threads(n_threads))

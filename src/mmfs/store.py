@@ -1524,7 +1524,9 @@ class Store:
                 if idx.table_rows:
                     open_array(table_path(files.directory, f, idx), None, verify=True)
                     table = read_table(files.directory, f, idx)
-                    built = build_table(files.lsh_files(f, idx), idx.table_rows, idx.table_bits)
+                    built = build_table(
+                        files.lsh_files(f, idx), idx.table_rows, idx.table_bits, idx.tables
+                    )
                     if not np.array_equal(table, built):
                         raise CorruptStoreError(
                             f"group {name!r}: the bucket table of {f!r} disagrees with the codes"

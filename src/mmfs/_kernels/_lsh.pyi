@@ -36,9 +36,16 @@ def candidates(
     table: np.ndarray | None = None,
     table_rows: int = 0,
     probes: int = 0,
+    tables: int = 1,
 ) -> int: ...
 def table_build(
-    key_segs: np.ndarray, seg_bits: int, stride: int, n_rows: int, bits: int, out: np.ndarray
+    key_segs: np.ndarray,
+    seg_bits: int,
+    stride: int,
+    n_rows: int,
+    bits: int,
+    out: np.ndarray,
+    shift: int = 0,
 ) -> None: ...
 def rerank(
     cand: np.ndarray,

@@ -450,11 +450,11 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
 
 
 def table_build(const intptr_t[::1] key_segs, int seg_bits, Py_ssize_t stride, int64_t n_rows,
-                int bits, int32_t[::1] out):
-    """The bucket table of rows [0, n_rows): a row's bucket is the low ``bits`` bits of
-    its key word (the first of each ``stride`` words of the arena ``key_segs``).  out
-    (2^bits + 1 + n_rows int32): the offsets of the buckets, then the rows of bucket 0,
-    1, ... each in row order."""
+                int bits, int32_t[::1] out, int shift=0):
+    """The bucket table of rows [0, n_rows): a row's bucket is ``bits`` bits of its key
+    word (the first of each ``stride`` words of the arena ``key_segs``) from bit
+    ``shift`` up.  out (2^bits + 1 + n_rows int32): the offsets of the buckets, then the
+    rows of bucket 0, 1, ... each in row order."""
     cdef int64_t seg_mask = ((<int64_t>1) << seg_bits) - 1, r
     cdef Py_ssize_t nb = (<Py_ssize_t>1) << bits, b
     cdef uint64_t kmask = <uint64_t>nb - 1
@@ -466,8 +466,8 @@ def table_build(const intptr_t[::1] key_segs, int seg_bits, Py_ssize_t stride, i
         if key != NULL:
             memset(off, 0, (nb + 1) * sizeof(int32_t))
             for r in range(n_rows):
-                key[r] = <int32_t>((<const uint64_t *>key_segs[r >> seg_bits])[
-                    (r & seg_mask) * stride] & kmask)
+                key[r] = <int32_t>(((<const uint64_t *>key_segs[r >> seg_bits])[
+                    (r & seg_mask) * stride] >> shift) & kmask)
                 off[key[r] + 1] += 1
             for b in range(nb):
                 off[b + 1] += off[b]
@@ -546,70 +546,107 @@ cdef Py_ssize_t _probes(const float *wk, int K, uint64_t qkey, Py_ssize_t P,
     return count
 
 
-cdef void _pool(_Kept *k, const uint32_t *probes, Py_ssize_t n_probes, int K,
-                const int32_t *table, int64_t table_rows, const intptr_t *prefix_segs,
-                const intptr_t *key_segs, Py_ssize_t key_stride, int seg_bits, int64_t n_rows,
-                uint64_t q, const uint64_t *allow) noexcept nogil:
+cdef void _pool(_Kept *k, const uint32_t *probes, const Py_ssize_t *n_probes, Py_ssize_t pmax,
+                int T, int K, const int32_t *table, int64_t table_rows,
+                const intptr_t *prefix_segs, const intptr_t *key_segs, Py_ssize_t key_stride,
+                int seg_bits, int64_t n_rows, uint64_t q, const uint64_t *allow) noexcept nogil:
     """Stage one's pool when buckets are probed: every row below n_rows, set in allow,
-    whose bucket is one of the probes, with its prefix distance (k.cap stays 64).  Rows
-    the table covers are read from their buckets; the others (the tail: rows written
-    since the table was built) by a scan of their keys.  k.ok turns false when memory
-    runs out."""
+    whose bucket in some table t is one of that table's probes (probes[t * pmax], ...,
+    n_probes[t] of them), with its prefix distance (k.cap stays 64).  Rows the tables
+    cover are read from their buckets; the others (the tail: rows written since the
+    tables were built) by a scan of their keys.  With T > 1 tables, a set of the rows
+    found (open addressing, at most half full) keeps a row found in two tables once.
+    k.ok turns false when memory runs out."""
     cdef int64_t seg_mask = ((<int64_t>1) << seg_bits) - 1, r
     cdef int64_t covered = min(table_rows, n_rows) if table != NULL else 0
-    cdef const int32_t *off = table
-    cdef const int32_t *trows = table + ((<Py_ssize_t>1) << K) + 1 if table != NULL else NULL
-    cdef Py_ssize_t total = 0, p, i, lo, hi, length
-    cdef uint64_t kmask = ((<uint64_t>1) << K) - 1, key
+    cdef Py_ssize_t nb = (<Py_ssize_t>1) << K, block = nb + 1 + table_rows
+    cdef Py_ssize_t bwords = (nb >> 6) + 1, total = 0, p, i, lo, hi, length
+    cdef const int32_t *off
+    cdef const int32_t *trows
+    cdef const uint32_t *pr
+    cdef uint64_t kmask = <uint64_t>nb - 1, key, word
     cdef uint64_t *bits = NULL
+    cdef int32_t *seen = NULL
+    cdef uint32_t h, set_mask = 0
+    cdef int t, set_shift = 32
     if table != NULL:
-        for p in range(n_probes):
-            total += off[probes[p] + 1] - off[probes[p]]
+        for t in range(T):
+            off = table + t * block
+            for p in range(n_probes[t]):
+                total += off[probes[t * pmax + p] + 1] - off[probes[t * pmax + p]]
     if covered < n_rows:
         total += n_rows - covered
-        bits = <uint64_t *>calloc((kmask >> 6) + 1, sizeof(uint64_t))
+        bits = <uint64_t *>calloc(T * bwords, sizeof(uint64_t))
         if bits == NULL:
             k.ok = False
             return
-        for p in range(n_probes):
-            bits[probes[p] >> 6] |= (<uint64_t>1) << (probes[p] & 63)
+        for t in range(T):
+            for p in range(n_probes[t]):
+                key = probes[t * pmax + p]
+                bits[t * bwords + (key >> 6)] |= (<uint64_t>1) << (key & 63)
+    if T > 1 and covered > 0:
+        while set_shift > 1 and (<Py_ssize_t>1 << (32 - set_shift)) < 2 * total:
+            set_shift -= 1
+        set_mask = (<uint32_t>1 << (32 - set_shift)) - 1
+        seen = <int32_t *>malloc((<Py_ssize_t>set_mask + 1) * sizeof(int32_t))
+        k.ok = seen != NULL
+        if k.ok:
+            memset(seen, 0xff, (<Py_ssize_t>set_mask + 1) * sizeof(int32_t))
     _keep_reserve(k, total + 1)
     if not k.ok:
         free(bits)
+        free(seen)
         return
     # The rows first: the buckets' (a run each), then the tail's whose key is probed;
     # then their prefixes (random reads, prefetched ahead).
     length = 0
-    for p in range(n_probes if table != NULL else 0):
-        if p + 2 * AHEAD < n_probes:  # the offsets two steps ahead, the rows one
-            __builtin_prefetch(off + probes[p + 2 * AHEAD], 0, 3)
-        if p + AHEAD < n_probes:
-            __builtin_prefetch(trows + off[probes[p + AHEAD]], 0, 3)
-        lo = off[probes[p]]
-        hi = off[probes[p] + 1]
-        for i in range(lo, hi):
-            r = trows[i]
-            if 0 <= r < covered:
+    for t in range(T if table != NULL else 0):
+        off = table + t * block
+        trows = off + nb + 1
+        pr = probes + t * pmax
+        for p in range(n_probes[t]):
+            if p + 2 * AHEAD < n_probes[t]:  # the offsets two steps ahead, the rows one
+                __builtin_prefetch(off + pr[p + 2 * AHEAD], 0, 3)
+            if p + AHEAD < n_probes[t]:
+                __builtin_prefetch(trows + off[pr[p + AHEAD]], 0, 3)
+            lo = off[pr[p]]
+            hi = off[pr[p] + 1]
+            for i in range(lo, hi):
+                r = trows[i]
+                if r < 0 or r >= covered:
+                    continue
+                if seen != NULL:  # Fibonacci hashing, then the next free place
+                    h = (<uint32_t>r * <uint32_t>2654435769) >> set_shift
+                    while seen[h] >= 0 and seen[h] != r:
+                        h = (h + 1) & set_mask
+                    if seen[h] == r:
+                        continue
+                    seen[h] = <int32_t>r
                 k.rows[length] = r
                 length += 1
     for r in range(covered, n_rows):
-        key = (<const uint64_t *>key_segs[r >> seg_bits])[(r & seg_mask) * key_stride] & kmask
-        if (bits[key >> 6] >> (key & 63)) & 1:
-            k.rows[length] = r
-            length += 1
+        word = (<const uint64_t *>key_segs[r >> seg_bits])[(r & seg_mask) * key_stride]
+        for t in range(T):
+            key = (word >> (t * K)) & kmask
+            if (bits[t * bwords + (key >> 6)] >> (key & 63)) & 1:
+                k.rows[length] = r
+                length += 1
+                break
     length = mmfs_lsh_pool_prefixes(prefix_segs, seg_bits, allow, q, k.rows, length, k.dist8,
                                     k.pc)
     k.length = length
     k.cap = 64
     k.pooled = True
     free(bits)
+    free(seen)
 
 
 def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, int seg_bits,
                int64_t n_rows, const uint64_t[:, ::1] qcodes, const uint64_t[::1] allow,
                Py_ssize_t n1, int64_t[:, ::1] out, int64_t[::1] counts, int n_threads,
                bint portable=False, const float[:, ::1] weights=None, int table_bits=0,
-               const int32_t[::1] table=None, int64_t table_rows=0, Py_ssize_t probes=0):
+               const int32_t[::1] table=None, int64_t table_rows=0, Py_ssize_t probes=0,
+               int tables=1):
     """Stages one and two for every query: counts[q] rows of least distance to qcodes[q]
     into out[q] (n2 = out.shape[1]; n1 >= n2 for stage one).  ``allow``: one bit per row
     (empty: every row).  Returns the number of queries that ran out of memory (their
@@ -617,13 +654,15 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
     two).  ``weights`` (n_queries x B, optional): stage two ranks by the weighted Hamming
     distance, each differing bit b counting weights[q, b].
 
-    ``table_bits`` > 0 (weights required): stage one's pool is the rows in ``probes``
-    buckets (see _probes; a row's bucket is the low table_bits bits of its code's word 1,
-    word 0 for a one-word code), not every row; a query whose pool holds fewer than n2
-    rows scans every prefix instead.  ``table`` (see table_build, over the first
-    ``table_rows`` rows; None: no table) only makes that faster."""
+    ``table_bits`` = K > 0 (weights required): stage one's pool is the rows in
+    ``probes`` buckets of each of ``tables`` tables (see _probes; a row's bucket in table
+    t is bits [t * K, (t + 1) * K) of its code's word 1, word 0 for a one-word code), not
+    every row; a query whose pool holds fewer than n2 rows scans every prefix instead.
+    ``table`` (``tables`` blocks, each as table_build writes it with shift t * K, over
+    the first ``table_rows`` rows; None: no table) only makes that faster."""
     cdef Py_ssize_t nq = qcodes.shape[0], W = qcodes.shape[1], n2 = out.shape[1], i, nb, blk
-    cdef Py_ssize_t q0, m, n_probes
+    cdef Py_ssize_t q0, m, t
+    cdef Py_ssize_t n_probes[64]
     cdef _Kept *ks
     cdef uint32_t *probe_buf
     cdef int avx2 = mmfs_lsh_has_avx2() and not portable
@@ -632,7 +671,8 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
     cdef const int32_t *ptable = &table[0] if table is not None and table.shape[0] else NULL
     cdef Py_ssize_t kw = 1 if W > 1 else 0
     cdef const intptr_t *key_segs = prest if W > 1 else &prefix_segs[0]
-    cdef bint buckets = table_bits > 0 and weights is not None and probes > 0
+    cdef bint buckets = (table_bits > 0 and weights is not None and probes > 0
+                         and 1 <= tables <= 64 // table_bits)
     cdef int64_t failed = 0
     if nq == 0:
         return 0
@@ -644,7 +684,8 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
         q0 = blk * QBLOCK
         m = min(QBLOCK, nq - q0)
         ks = <_Kept *>malloc(m * sizeof(_Kept))
-        probe_buf = <uint32_t *>malloc(max(1, probes) * sizeof(uint32_t)) if buckets else NULL
+        probe_buf = <uint32_t *>malloc(max(1, tables * probes) * sizeof(uint32_t)) if (
+            buckets) else NULL
         if ks == NULL or (buckets and probe_buf == NULL):
             for i in range(q0, q0 + m):
                 counts[i] = -1
@@ -657,15 +698,18 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
                 _keep_init(&ks[i], n1, 64)
                 if not ks[i].ok:
                     continue
-                n_probes = _probes(&weights[q0 + i, 64 * kw], table_bits,
-                                   qcodes[q0 + i, kw] & ((<uint64_t>1 << table_bits) - 1),
-                                   probes, probe_buf)
-                if n_probes < 0:
-                    ks[i].ok = False
+                for t in range(tables):
+                    n_probes[t] = _probes(
+                        &weights[q0 + i, 64 * kw + t * table_bits], table_bits,
+                        (qcodes[q0 + i, kw] >> (t * table_bits)) & ((<uint64_t>1 << table_bits) - 1),
+                        probes, probe_buf + t * probes)
+                    if n_probes[t] < 0:
+                        ks[i].ok = False
+                if not ks[i].ok:
                     continue
-                _pool(&ks[i], probe_buf, n_probes, table_bits, ptable, table_rows,
-                      &prefix_segs[0], key_segs, W - 1 if W > 1 else 1, seg_bits, n_rows,
-                      qcodes[q0 + i, 0], pa)
+                _pool(&ks[i], probe_buf, n_probes, probes, tables, table_bits, ptable,
+                      table_rows, &prefix_segs[0], key_segs, W - 1 if W > 1 else 1, seg_bits,
+                      n_rows, qcodes[q0 + i, 0], pa)
                 if ks[i].ok and ks[i].length < n2:  # too few rows in the buckets: scan all
                     ks[i].length = 0
                     ks[i].pooled = False

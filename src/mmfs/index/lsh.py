@@ -12,7 +12,7 @@ manifest is read).  Three kinds exist:
     lshp-<feature>-<gen>.mmfs        float32 [d + 1, B]: P (d x B), then the thresholds t
     lsh@<gen>-<feature>-p-NNNNNN.mmfs arena of uint64: word 0 of every row's code
     lsh@<gen>-<feature>-r-NNNNNN.mmfs arena of uint64 [W - 1]: the other words
-    lsht@<tgen>-<feature>-<gen>.mmfs int32 [2^K + 1 + n]: the bucket table (below)
+    lsht@<tgen>-<feature>-<gen>.mmfs int32 [T * (2^K + 1 + n)]: the bucket tables (below)
 
   ``<gen>`` is the generation that created the index, so an index created again never
   writes over files a reader may hold.  Codes are computed by ``mmfs._kernels._lsh``
@@ -23,14 +23,16 @@ manifest is read).  Three kinds exist:
   0 for cosine and inner product, and P's projection of the rows' mean for euclidean
   (the codes then split the data around its centre, not around the origin).
 
-The bucket table.  A row's bucket is the low K = ``table_bits`` bits of its code's
-word 1 (word 0 when the code has one word); a search probes the buckets near the query's
-(see ``mmfs._kernels._lsh``) instead of scanning every prefix.  The table lists the rows
-of each bucket (the offsets of the 2^K buckets, then the rows, bucket by bucket, in row
-order) for the first ``table_rows`` rows; rows written since (the tail) are found by a
-scan of their keys, so the table only makes a search faster, never changes its answer.
-A commit builds it anew (``<tgen>``: that commit's generation) once the tail reaches
-max(2^K, table_rows / 8) rows, a counting sort over the codes already written.
+The bucket tables.  A row's bucket in table t (of T = ``tables``) is bits
+[t * K, (t + 1) * K) of its code's word 1 (word 0 when the code has one word), K =
+``table_bits``; a search probes the buckets near the query's in each table (see
+``mmfs._kernels._lsh``) instead of scanning every prefix.  A table lists the rows of each
+bucket (the offsets of the 2^K buckets, then the rows, bucket by bucket, in row order)
+for the first ``table_rows`` rows, and the file holds the T tables one after the other;
+rows written since (the tail) are found by a scan of their keys, so the tables only make
+a search faster, never change its answer.  A commit builds them anew (``<tgen>``: that
+commit's generation) once the tail reaches max(2^K, table_rows / 8) rows, a counting sort
+over the codes already written.  Each table costs 4 bytes a row.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ _FIELDS: Final = {
 }  # fmt: skip
 #: fields added with the bucket table; a manifest from before has none (read as 0)
 _TABLE_FIELDS: Final = ("table_bits", "table_rows", "table_gen")
+#: added with the second table; a manifest from before has one table
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class IndexDef:
     table_bits: int = 0  # lsh: the key length K of the bucket table (0: no buckets)
     table_rows: int = 0  # rows the bucket table file lists (0: no file)
     table_gen: int = 0  # the commit that wrote that file (names it)
+    tables: int = 1  # lsh: bucket tables, each keyed by its own table_bits code bits
 
     @property
     def words(self) -> int:
@@ -93,7 +97,9 @@ class IndexDef:
     def from_json(cls, doc: Any, ftype: FeatureType | None, src: str) -> IndexDef:
         if isinstance(doc, dict) and not set(_TABLE_FIELDS) & set(doc):
             doc = {**doc, **dict.fromkeys(_TABLE_FIELDS, 0)}
-        fields = {**_FIELDS, **dict.fromkeys(_TABLE_FIELDS, int)}
+        if isinstance(doc, dict) and "tables" not in doc:
+            doc = {**doc, "tables": 1}
+        fields = {**_FIELDS, **dict.fromkeys((*_TABLE_FIELDS, "tables"), int)}
         if not isinstance(doc, dict) or set(doc) != set(fields):
             raise CorruptStoreError(f"{src}: an index must have the fields {sorted(fields)}")
         for name, kind in fields.items():
@@ -101,7 +107,10 @@ class IndexDef:
                 raise CorruptStoreError(f"{src}: index field {name!r} is {doc[name]!r}")
         idx = cls(**doc)
         try:
-            check(idx.kind, idx.metric, idx.bits, idx.seed, idx.candidates, ftype, idx.table_bits)
+            check(
+                idx.kind, idx.metric, idx.bits, idx.seed, idx.candidates, ftype, idx.table_bits,
+                idx.tables,
+            )  # fmt: skip
         except ParameterError as exc:
             raise CorruptStoreError(f"{src}: {exc}") from None
         if idx.gen < 0 or idx.n_rows < 0 or (idx.kind != "lsh" and idx.n_rows):
@@ -111,6 +120,7 @@ class IndexDef:
             or not 0 <= idx.table_rows <= idx.n_rows
             or (idx.table_rows > 0) != (idx.table_gen > 0)
             or (idx.table_rows and not idx.table_bits)
+            or (idx.tables > 1 and not idx.table_bits)
         ):
             raise CorruptStoreError(f"{src}: the index's bucket table fields are out of range")
         return idx
@@ -129,6 +139,7 @@ def check(
     candidates: Any,
     ftype: FeatureType | None,
     table_bits: Any = None,
+    tables: Any = 1,
 ) -> None:
     """Refuse an index definition that cannot work, saying why."""
     if kind not in KINDS:
@@ -151,6 +162,15 @@ def check(
         raise ParameterError(
             f"table_bits must be None, 0 or an int in [{TABLE_BITS.start}, "
             f"{TABLE_BITS.stop - 1}], got {table_bits!r}"
+        )
+    if (
+        not isinstance(tables, int)
+        or isinstance(tables, bool)
+        or not 1 <= tables <= 64 // (table_bits or TABLE_BITS.start)
+    ):
+        raise ParameterError(
+            f"tables must be an int from 1 to 64 // table_bits (the tables key on disjoint "
+            f"bits of one code word), got {tables!r} for table_bits={table_bits!r}"
         )
     if kind == "lsh":
         if metric not in LSH_METRICS:
@@ -233,15 +253,16 @@ def table_path(directory: str, feature: str, idx: IndexDef) -> str:
     return os.path.join(directory, f"lsht@{idx.table_gen:012d}-{feature}-{idx.gen:012d}.mmfs")
 
 
-def build_table(files: LshFiles, n_rows: int, bits: int) -> np.ndarray:
-    """The bucket table of the first n_rows (< 2^31) coded rows (see the module
-    docstring)."""
+def build_table(files: LshFiles, n_rows: int, bits: int, tables: int) -> np.ndarray:
+    """The bucket tables of the first n_rows (< 2^31) coded rows, one after the other
+    (see the module docstring)."""
     prefix, rest, _maps = files.addresses(n_rows)
-    out = np.empty((1 << bits) + 1 + n_rows, dtype=np.int32)
-    if files.rest is not None:
-        _lsh.table_build(rest, files.seg_bits, files.rest.width or 1, n_rows, bits, out)
-    else:
-        _lsh.table_build(prefix, files.seg_bits, 1, n_rows, bits, out)
+    block = (1 << bits) + 1 + n_rows
+    out = np.empty(tables * block, dtype=np.int32)
+    segs, stride = (rest, files.rest.width or 1) if files.rest is not None else (prefix, 1)
+    for t in range(tables):
+        part = out[t * block : (t + 1) * block]
+        _lsh.table_build(segs, files.seg_bits, stride, n_rows, bits, part, t * bits)
     return out
 
 
@@ -250,25 +271,27 @@ def write_table(
 ) -> None:
     """Build and write the table that ``idx`` names (its first ``table_rows`` rows)."""
     write_array_file(
-        table_path(directory, feature, idx), build_table(files, idx.table_rows, idx.table_bits),
-        "META", durable=durable,
+        table_path(directory, feature, idx),
+        build_table(files, idx.table_rows, idx.table_bits, idx.tables), "META", durable=durable,
     )  # fmt: skip
 
 
 def read_table(directory: str, feature: str, idx: IndexDef) -> np.ndarray:
-    """The bucket table of an lsh index, mapped and checked (its offsets; the kernel
+    """The bucket tables of an lsh index, mapped and checked (their offsets; the kernel
     checks each row it reads)."""
     path = table_path(directory, feature, idx)
     a = open_array(path, "META")
     n_buckets = 1 << idx.table_bits
-    if a.dtype != np.int32 or a.shape != (n_buckets + 1 + idx.table_rows,):
+    block = n_buckets + 1 + idx.table_rows
+    if a.dtype != np.int32 or a.shape != (idx.tables * block,):
         raise CorruptStoreError(
-            f"{path}: a bucket table of dtype {a.dtype} and shape {a.shape}, expected int32 "
-            f"({n_buckets + 1 + idx.table_rows},)"
+            f"{path}: bucket tables of dtype {a.dtype} and shape {a.shape}, expected int32 "
+            f"({idx.tables * block},)"
         )
-    off = a[: n_buckets + 1]
-    if off[0] != 0 or off[-1] != idx.table_rows or np.any(np.diff(off) < 0):
-        raise CorruptStoreError(f"{path}: the bucket offsets are out of order")
+    for t in range(idx.tables):
+        off = a[t * block : t * block + n_buckets + 1]
+        if off[0] != 0 or off[-1] != idx.table_rows or np.any(np.diff(off) < 0):
+            raise CorruptStoreError(f"{path}: the bucket offsets of table {t} are out of order")
     return a
 
 

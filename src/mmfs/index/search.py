@@ -261,6 +261,7 @@ class _LshReader:
         self._maps = maps + row_maps
         self.kernel_rerank = isinstance(ftype, Dense) and ftype.dtype == "float32"
         self.table_bits = idx.table_bits
+        self.tables = idx.tables
         self.table: np.ndarray | None = None
         if idx.table_rows:  # gone: a newer commit rebuilt it, and a scan finds the same rows
             with contextlib.suppress(FileNotFoundError):
@@ -304,14 +305,22 @@ def _lsh_knn(group, snap, feature, idx, Q, k, m, searched, n_cand, n_threads) ->
     return slots, dist
 
 
+def _probes(n2: int, tables: int) -> int:
+    """Buckets probed in each table: n2 in all."""
+    return -(-n2 // tables)
+
+
 def _probe_buckets(reader: _LshReader, searched: _Searched, n2: int) -> bool:
     """Whether stage one probes buckets (else it scans every prefix): when the index has
     a table key, at least half the rows are searched (a filter that keeps fewer needs
     rows the probes would miss), the buckets hold 4 rows each on average (so that the
-    n2 probed should hold about 4 * n2 rows), and the n2 probes are at most an eighth of
-    the buckets (more would read most rows at random, slower than the scan)."""
+    probes should hold about 4 * n2 rows), and each table's probes are at most an eighth
+    of its buckets (more would read most rows at random, slower than the scan)."""
     K = reader.table_bits
-    return K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K and 8 * n2 <= 1 << K
+    return (
+        K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K
+        and 8 * _probes(n2, reader.tables) <= 1 << K
+    )  # fmt: skip
 
 
 def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_threads: int):
@@ -325,7 +334,7 @@ def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_
         reader.prefix, reader.rest, reader.seg_bits, searched.n_rows, qcodes, searched.allow,
         FIRST_STAGE * n2, cand, counts, min(n_threads, nq), False, weights,
         reader.table_bits if _probe_buckets(reader, searched, n2) else 0, reader.table,
-        reader.table_rows, n2,
+        reader.table_rows, _probes(n2, reader.tables), reader.tables,
     )  # fmt: skip
     if failed:
         raise MemoryError(f"the lsh scan could not allocate its buffers for {failed} queries")
