@@ -21,6 +21,9 @@ those 10 found.
      re-ranked exactly;
      build = ``create_index`` (codes of the committed rows, read from the store) + the
      ``commit`` that publishes it;
+   * ``mmfs_tables2``: the same with ``tables=2`` (two bucket tables keyed by other code
+     bits, C / 2 buckets probed in each; 4 B a vector more than one table), in a store
+     of its own;
    * faiss ``IndexRefineFlat(IndexLSH(128, 256))``, sweeping ``k_factor``;
    * faiss ``IndexIVFFlat`` (``ix_ivf_lists`` lists: full 1,024), sweeping ``nprobe``;
    * faiss ``IndexHNSWFlat(128, 16)`` (faiss's default efConstruction), ``efSearch``;
@@ -39,8 +42,8 @@ those 10 found.
    highest setting when none does): queries/s.  These go to the Harness ratio table.
 
 3. Index memory: the allocated bytes (``st_blocks * 512``) of the lsh index's files
-   (``lsh@*``: the codes, ``lsht@*``: the bucket table, ``lshp-*``: the projections) per
-   vector.
+   (``lsh@*``: the codes, ``lsht@*``: the bucket tables, ``lshp-*``: the projections)
+   per vector, for one table and for two.
 
 4. Harder data, mmfs only (a C sweep each): ``ix_hd_n`` x ``ix_hd_dim`` float32 (full
    100,000 x 10,000, 4 GB, ``ix_hd_clusters`` clusters, 100 queries; faiss
@@ -114,6 +117,7 @@ METHODS = [
     Method("faiss_hnsw", "faiss IndexHNSWFlat(M=16)", "efSearch", (16, 32, 64, 128)),
     Method("hnswlib", "hnswlib (M=16, efC=200)", "ef", (10, 20, 50, 100)),
     Method("annoy", "annoy (50 trees)", "search_k", (-1, 5000, 20000)),
+    Method("mmfs_tables2", "mmfs lsh 256 bits, tables=2", "candidates", (400, 500, 600, 700, 800)),
     Method("mmfs", "mmfs lsh 256 bits", "candidates", (400, 500, 600, 700, 800, 1000, 1500)),
 ]  # mmfs last: the Harness group's extra_info carries the ratios
 BY_KEY = {m.key: m for m in METHODS}
@@ -394,7 +398,7 @@ def index_bytes(path: str) -> tuple[int, int, int]:
     return sizes["lsh@"], sizes["lsht@"], sizes["lshp-"]
 
 
-def build_mmfs(path: str, X: Any, schema: Any, chunk: int) -> MmfsIndex:
+def build_mmfs(path: str, X: Any, schema: Any, chunk: int, tables: int = 1) -> MmfsIndex:
     """A store with group "g" (keys 0..n-1, feature FEATURE = X), then its lsh index."""
     n = X.shape[0]
     store = mmfs.open(path)
@@ -402,7 +406,9 @@ def build_mmfs(path: str, X: Any, schema: Any, chunk: int) -> MmfsIndex:
                     chunk=chunk)  # fmt: skip
     store.commit("load")
     t0 = time.perf_counter()
-    g.create_index(FEATURE, "lsh", "euclidean", bits=BITS, seed=0, n_threads=BUILD_THREADS)
+    g.create_index(
+        FEATURE, "lsh", "euclidean", bits=BITS, seed=0, tables=tables, n_threads=BUILD_THREADS
+    )
     store.commit("index")
     build = time.perf_counter() - t0
     codes, table, proj = index_bytes(path)
@@ -414,6 +420,17 @@ def mmfs_dense(dense_data: Data, tmp_path_factory: pytest.TempPathFactory) -> It
     path = str(tmp_path_factory.mktemp("mmfs-index-bench") / "store")
     built = build_mmfs(path, dense_data.X, mmfs.dense(DIM), 100_000)
     INDEX_BYTES["128-d"] = built.bytes_per_vector
+    yield built
+    built.store.close()
+
+
+@pytest.fixture(scope="module")
+def mmfs_dense_tables2(
+    dense_data: Data, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MmfsIndex]:
+    path = str(tmp_path_factory.mktemp("mmfs-index-bench-t2") / "store")
+    built = build_mmfs(path, dense_data.X, mmfs.dense(DIM), 100_000, tables=2)
+    INDEX_BYTES["128-d, tables=2"] = built.bytes_per_vector
     yield built
     built.store.close()
 
@@ -610,8 +627,9 @@ class Peers:
         peer = self.built.get(key)
         if peer is None:
             method, X = BY_KEY[key], self.data.X
-            if key == "mmfs":
-                peer = MmfsPeer(method, self.request.getfixturevalue("mmfs_dense"))
+            if key.startswith("mmfs"):
+                fixture = "mmfs_dense" if key == "mmfs" else "mmfs_dense_tables2"
+                peer = MmfsPeer(method, self.request.getfixturevalue(fixture))
             elif key.startswith("faiss"):
                 nlist = min(self.sizes.ix_ivf_lists, X.shape[0] // 39)
                 peer = FaissPeer(method, X, make_faiss(key, nlist))
