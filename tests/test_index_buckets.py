@@ -183,20 +183,27 @@ def data():
     return clustered_data(3, 12000, 16, 40, 30)
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[tuple[int, int, int]]:
+    """(table_bits, probes, tables) of each call to the candidates kernel (table_bits 0:
+    a scan of every prefix)."""
+    calls = []
+    candidates = _lsh.candidates
+
+    def spy(*args):
+        calls.append((args[12], args[15], args[16]))
+        return candidates(*args)
+
+    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
+    return calls
+
+
 def _tables(directory) -> list[str]:
     return sorted(f for f in os.listdir(directory) if f.startswith("lsht@"))
 
 
-def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch) -> None:
+def test_table_follows_commits_versions_and_readers(tmp_path, data, kernel_calls) -> None:
     X, Q = data
-    probed = []  # the table_bits each search passes to the kernel (0: a scan of all)
-    candidates = _lsh.candidates
-
-    def spy(*args):
-        probed.append(args[12])
-        return candidates(*args)
-
-    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
     path = str(tmp_path / "s")
     st = mmfs.open(path)
     g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
@@ -211,7 +218,7 @@ def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch)
     got, got_d = g.search("emb", Q, k=10)
     truth, _ = mmfs.knn(X[:8000], Q, 10)
     assert recall(got, truth) >= 0.95
-    assert probed == [10]  # 100 of the 1,024 buckets
+    assert kernel_calls == [(10, 100, 1)]  # 100 of the 1,024 buckets
     pinned = g.search("emb", Q, k=10, version=v1)
     # a reader without the table file (a newer commit removed it) gives the same answers
     ro = mmfs.open(path, mode="r")
@@ -244,10 +251,10 @@ def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch)
     # a filter that keeps most keys probes; one that keeps few scans; both obey it
     for share, bits in ((0.7, 10), (0.1, 0)):
         mask = np.random.default_rng(1).random(len(g)) < share
-        probed.clear()
+        kernel_calls.clear()
         keys, _ = g.search("emb", Q, k=10, filter=mask)
         assert np.isin(keys, np.asarray(g.keys())[mask]).all()
-        assert probed == [bits]
+        assert kernel_calls == [(bits, 100, 1)]
     g.write([0], {"emb": X[:1]})
     st.commit()
     assert _tables(directory) == [os.path.basename(table_path(str(directory), "emb", new))]
@@ -255,17 +262,9 @@ def test_table_follows_commits_versions_and_readers(tmp_path, data, monkeypatch)
     st.close()
 
 
-def test_default_candidates_probe_with_documented_recall(tmp_path, monkeypatch) -> None:
+def test_default_candidates_probe_with_documented_recall(tmp_path, kernel_calls) -> None:
     """At the default candidates the probes reach recall@10 >= 0.95 on clustered data,
     as the scan does."""
-    probed = []
-    candidates = _lsh.candidates
-
-    def spy(*args):
-        probed.append(args[12])
-        return candidates(*args)
-
-    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
     X, Q = clustered_data(8, 40000, 32, 200, 50)
     st = mmfs.open(str(tmp_path / "s"), durability="none")
     g = st.create_group("items", key="id", schema={"emb": mmfs.dense(32)})
@@ -275,7 +274,7 @@ def test_default_candidates_probe_with_documented_recall(tmp_path, monkeypatch) 
     st.commit()
     got, _ = g.search("emb", Q, k=10)
     truth, _ = mmfs.knn(X, Q, 10)
-    assert probed == [13]
+    assert kernel_calls == [(13, 700, 1)]
     assert recall(got, truth) >= 0.95
     st.close()
 
@@ -393,19 +392,11 @@ def test_table_bits_argument(tmp_path, data) -> None:
     st.close()
 
 
-def test_tables_follow_commits_and_verify(tmp_path, data, monkeypatch) -> None:
+def test_tables_follow_commits_and_verify(tmp_path, data, kernel_calls) -> None:
     """tables=T: T tables in one file, each keyed by its own bits, kept up to date by
     commits and checked by verify(); each query probes ceil(candidates / T) buckets of
     each table."""
     X, Q = data
-    calls = []
-    candidates = _lsh.candidates
-
-    def spy(*args):
-        calls.append((args[12], args[15], args[16]))  # table_bits, probes, tables
-        return candidates(*args)
-
-    monkeypatch.setattr("mmfs.index.search._lsh.candidates", spy)
     path = str(tmp_path / "s")
     st = mmfs.open(path)
     g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
@@ -428,7 +419,7 @@ def test_tables_follow_commits_and_verify(tmp_path, data, monkeypatch) -> None:
         )
     got, _ = g.search("emb", Q, k=10)
     truth, _ = mmfs.knn(X[:8000], Q, 10)
-    assert calls == [(9, 34, 3)]
+    assert kernel_calls == [(9, 34, 3)]
     assert recall(got, truth) >= 0.95
     # the tail is found in every table; a due tail rebuilds all three
     g.write(np.arange(8000, 8300), {"emb": X[8000:8300]})
