@@ -198,6 +198,28 @@ def kernel_calls(monkeypatch) -> list[tuple[int, int, int]]:
     return calls
 
 
+def _indexed(path: str, X: np.ndarray, n: int, metric: str, **index: Any) -> tuple[Any, Any, int]:
+    """A store whose group "items" holds the first n rows of X as "emb", committed, then
+    an lsh index on it, committed: (store, group, the index's version)."""
+    st = mmfs.open(path)
+    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(X.shape[1])})
+    g.write(np.arange(n), {"emb": X[:n]})
+    st.commit()
+    g.create_index("emb", "lsh", metric, **index)
+    return st, g, st.commit()
+
+
+def _refused(path: str, table_file: str, table: np.ndarray, match: str, Q: np.ndarray) -> None:
+    """With ``table`` in place of the table file, a reader's search refuses it, saying
+    ``match``."""
+    os.unlink(table_file)
+    write_array_file(table_file, table, "META")
+    ro = mmfs.open(path, mode="r")
+    with pytest.raises(CorruptStoreError, match=match):
+        ro["items"].search("emb", Q, k=5)
+    ro.close()
+
+
 def _tables(directory) -> list[str]:
     return sorted(f for f in os.listdir(directory) if f.startswith("lsht@"))
 
@@ -282,12 +304,7 @@ def test_default_candidates_probe_with_documented_recall(tmp_path, kernel_calls)
 def test_table_damage_recovery_and_old_manifests(tmp_path, data) -> None:
     X, Q = data
     path = str(tmp_path / "s")
-    st = mmfs.open(path)
-    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
-    g.write(np.arange(3000), {"emb": X[:3000]})
-    st.commit()
-    g.create_index("emb", "lsh", "cosine", table_bits=9)
-    st.commit()
+    st, g, _ = _indexed(path, X, 3000, "cosine", table_bits=9)
     idx = g.indexes()["emb"]
     directory = str(tmp_path / "s" / "groups" / "g0")
     table_file = table_path(directory, "emb", idx)
@@ -315,18 +332,8 @@ def test_table_damage_recovery_and_old_manifests(tmp_path, data) -> None:
     # offsets out of order are refused when the table is read
     bad = good.copy()
     bad[1] = 10**6
-    os.unlink(table_file)
-    write_array_file(table_file, bad, "META")
-    ro = mmfs.open(path, mode="r")
-    with pytest.raises(CorruptStoreError, match="offsets"):
-        ro["items"].search("emb", Q, k=5)
-    ro.close()
-    os.unlink(table_file)
-    write_array_file(table_file, good.astype(np.int64), "META")
-    ro = mmfs.open(path, mode="r")
-    with pytest.raises(CorruptStoreError, match="bucket tables of dtype"):
-        ro["items"].search("emb", Q, k=5)
-    ro.close()
+    _refused(path, table_file, bad, "offsets", Q)
+    _refused(path, table_file, good.astype(np.int64), "bucket tables of dtype", Q)
     st.close()
     # a manifest from before the table reads as an index without one; from before the
     # second table, as an index with one
@@ -398,12 +405,7 @@ def test_tables_follow_commits_and_verify(tmp_path, data, kernel_calls) -> None:
     each table."""
     X, Q = data
     path = str(tmp_path / "s")
-    st = mmfs.open(path)
-    g = st.create_group("items", key="id", schema={"emb": mmfs.dense(16)})
-    g.write(np.arange(8000), {"emb": X[:8000]})
-    st.commit()
-    g.create_index("emb", "lsh", "euclidean", table_bits=9, tables=3, candidates=100)
-    v = st.commit()
+    st, g, v = _indexed(path, X, 8000, "euclidean", table_bits=9, tables=3, candidates=100)
     idx = g.indexes()["emb"]
     assert (idx.tables, idx.table_bits, idx.table_rows, idx.table_gen) == (3, 9, 8000, v)
     files = st._files("items")
@@ -448,12 +450,7 @@ def test_tables_follow_commits_and_verify(tmp_path, data, kernel_calls) -> None:
     # the offsets of table 1 out of order are refused when the tables are read
     bad = good.copy()
     bad[block + 1] = 10**6
-    os.unlink(table_file)
-    write_array_file(table_file, bad, "META")
-    ro = mmfs.open(path, mode="r")
-    with pytest.raises(CorruptStoreError, match="offsets of table 1"):
-        ro["items"].search("emb", Q, k=5)
-    ro.close()
+    _refused(path, table_file, bad, "offsets of table 1", Q)
 
 
 def test_tables_argument(tmp_path, data) -> None:
