@@ -701,7 +701,8 @@ def candidates(const intptr_t[::1] prefix_segs, const intptr_t[::1] rest_segs, i
                 for t in range(tables):
                     n_probes[t] = _probes(
                         &weights[q0 + i, 64 * kw + t * table_bits], table_bits,
-                        (qcodes[q0 + i, kw] >> (t * table_bits)) & ((<uint64_t>1 << table_bits) - 1),
+                        (qcodes[q0 + i, kw] >> (t * table_bits)) & (
+                            (<uint64_t>1 << table_bits) - 1),
                         probes, probe_buf + t * probes)
                     if n_probes[t] < 0:
                         ks[i].ok = False

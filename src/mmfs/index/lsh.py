@@ -66,7 +66,6 @@ _FIELDS: Final = {
 }  # fmt: skip
 #: fields added with the bucket table; a manifest from before has none (read as 0)
 _TABLE_FIELDS: Final = ("table_bits", "table_rows", "table_gen")
-#: added with the second table; a manifest from before has one table
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class IndexDef:
     def from_json(cls, doc: Any, ftype: FeatureType | None, src: str) -> IndexDef:
         if isinstance(doc, dict) and not set(_TABLE_FIELDS) & set(doc):
             doc = {**doc, **dict.fromkeys(_TABLE_FIELDS, 0)}
-        if isinstance(doc, dict) and "tables" not in doc:
+        if isinstance(doc, dict) and "tables" not in doc:  # from before tables=: one
             doc = {**doc, "tables": 1}
         fields = {**_FIELDS, **dict.fromkeys((*_TABLE_FIELDS, "tables"), int)}
         if not isinstance(doc, dict) or set(doc) != set(fields):
