@@ -340,6 +340,7 @@ def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
     recall and latency against exact search, new rows indexed at commit, a delete, a
     version searched as it was, a filter.  Returns whether every check passed."""
     import mmfs
+    from mmfs.index.lsh import table_block
 
     print("\n[similarity search] an LSH index over the embeddings, versioned with them")
     with mmfs.open(path, durability="none") as store:
@@ -348,7 +349,7 @@ def _tour_index(path: str, queries: np.ndarray, k: int) -> bool:
         v_index = store.commit("index the embeddings")
         n, idx = len(users), users.indexes()["embedding"]
         size = 32 * idx.n_rows + (
-            idx.tables * (4 * idx.table_rows + (4 << idx.table_bits)) if idx.table_rows else 0
+            4 * idx.tables * table_block(idx.table_bits, idx.table_rows) if idx.table_rows else 0
         )
         print(f"  built 256-bit codes for {n:,} rows and a table of {2**idx.table_bits:,} buckets "
               f"in {t_build:.2f} s ({size / 2**20:.1f} MiB beside the rows)")  # fmt: skip

@@ -1430,8 +1430,6 @@ class FeatureGroup:
             table_bits = 0 if sparse_scan else auto_table_bits(n_rows)
         lsh = kind == "lsh"
         check(kind, metric, bits if lsh else 0, seed, candidates, ftype, table_bits, tables)
-        if lsh and not table_bits and tables != 1:
-            raise ParameterError(f"tables={tables} needs bucket tables, not table_bits=0")
         idx = IndexDef(
             kind, metric, bits if lsh else 0, seed, store._gen + 1, 0, now_ns(), candidates,
             table_bits=(table_bits or 0) if lsh else 0, tables=tables if lsh else 1,

@@ -5,13 +5,15 @@ Design
 ------
 Codes live beside a group's rows, one per row, in two arenas: the 64-bit prefix of every
 code (``prefix``, 8 bytes a row) and its other W - 1 words (``rest``).  A row's bucket
-is the low K bits of its code's word 1 (word 0 for a one-word code), and a bucket table
-(``table_build``) lists the rows of each bucket.  A search runs, per query:
+in table t (of T) is bits [t * K, (t + 1) * K) of its code's word 1 (word 0 for a
+one-word code), and each bucket table (``table_build``) lists the rows of each bucket.
+A search runs, per query:
 
 0. ``candidates`` with buckets (``table_bits`` = K > 0): the query's pool is the rows in
-   the P buckets it probes (``_probes``: its own key with subsets of its least sure key
-   bits flipped, least total |s_b - t_b| first), read from the table, and from a scan of
-   the keys of the rows the table does not cover yet.  Stage one then keeps 2 * n2 of
+   the P buckets it probes in each table (``_probes``: its own key with subsets of its
+   least sure key bits flipped, least total |s_b - t_b| first; a row found in two tables
+   once), read from the tables, and from a scan of the keys of the rows the tables do
+   not cover yet.  Stage one then keeps 2 * n2 of
    the pool by prefix distance.  A pool of fewer than n2 rows falls back to the scan.
    The pool is a set of rows defined by the codes alone, so the table only makes it
    cheaper to find: the answers do not depend on which rows the table covers.

@@ -171,6 +171,8 @@ def check(
             f"tables must be an int from 1 to 64 // table_bits (the tables key on disjoint "
             f"bits of one code word), got {tables!r} for table_bits={table_bits!r}"
         )
+    if kind == "lsh" and table_bits == 0 and tables != 1:
+        raise ParameterError(f"tables={tables} needs bucket tables, not table_bits=0")
     if kind == "lsh":
         if metric not in LSH_METRICS:
             raise ParameterError(
@@ -252,11 +254,16 @@ def table_path(directory: str, feature: str, idx: IndexDef) -> str:
     return os.path.join(directory, f"lsht@{idx.table_gen:012d}-{feature}-{idx.gen:012d}.mmfs")
 
 
+def table_block(bits: int, n_rows: int) -> int:
+    """int32 words of one bucket table over n_rows rows: the offsets, then the rows."""
+    return (1 << bits) + 1 + n_rows
+
+
 def build_table(files: LshFiles, n_rows: int, bits: int, tables: int) -> np.ndarray:
     """The bucket tables of the first n_rows (< 2^31) coded rows, one after the other
     (see the module docstring)."""
     prefix, rest, _maps = files.addresses(n_rows)
-    block = (1 << bits) + 1 + n_rows
+    block = table_block(bits, n_rows)
     out = np.empty(tables * block, dtype=np.int32)
     segs, stride = (rest, files.rest.width or 1) if files.rest is not None else (prefix, 1)
     for t in range(tables):
@@ -281,7 +288,7 @@ def read_table(directory: str, feature: str, idx: IndexDef) -> np.ndarray:
     path = table_path(directory, feature, idx)
     a = open_array(path, "META")
     n_buckets = 1 << idx.table_bits
-    block = n_buckets + 1 + idx.table_rows
+    block = table_block(idx.table_bits, idx.table_rows)
     if a.dtype != np.int32 or a.shape != (idx.tables * block,):
         raise CorruptStoreError(
             f"{path}: bucket tables of dtype {a.dtype} and shape {a.shape}, expected int32 "

@@ -305,7 +305,7 @@ def _lsh_knn(group, snap, feature, idx, Q, k, m, searched, n_cand, n_threads) ->
     return slots, dist
 
 
-def _probes(n2: int, tables: int) -> int:
+def _probes_per_table(n2: int, tables: int) -> int:
     """Buckets probed in each table: n2 in all."""
     return -(-n2 // tables)
 
@@ -319,7 +319,7 @@ def _probe_buckets(reader: _LshReader, searched: _Searched, n2: int) -> bool:
     K = reader.table_bits
     return (
         K > 0 and 2 * searched.n >= searched.n_rows and searched.n >= 4 << K
-        and 8 * _probes(n2, reader.tables) <= 1 << K
+        and 8 * _probes_per_table(n2, reader.tables) <= 1 << K
     )  # fmt: skip
 
 
@@ -334,7 +334,7 @@ def _lsh_candidates(reader: _LshReader, Q: Any, searched: _Searched, n2: int, n_
         reader.prefix, reader.rest, reader.seg_bits, searched.n_rows, qcodes, searched.allow,
         FIRST_STAGE * n2, cand, counts, min(n_threads, nq), False, weights,
         reader.table_bits if _probe_buckets(reader, searched, n2) else 0, reader.table,
-        reader.table_rows, _probes(n2, reader.tables), reader.tables,
+        reader.table_rows, _probes_per_table(n2, reader.tables), reader.tables,
     )  # fmt: skip
     if failed:
         raise MemoryError(f"the lsh scan could not allocate its buffers for {failed} queries")
