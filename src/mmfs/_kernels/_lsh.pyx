@@ -181,16 +181,23 @@ cdef int64_t _nth_smallest(int64_t *a, Py_ssize_t n, Py_ssize_t k) noexcept nogi
     return a[k]
 
 
-cdef inline Py_ssize_t _select(int64_t *rows, int32_t *dist, uint64_t *pc, Py_ssize_t m,
+ctypedef fused dist_t:
+    uint8_t
+    int32_t
+
+
+cdef inline Py_ssize_t _select(int64_t *rows, dist_t *dist, uint64_t *pc, Py_ssize_t m,
                                Py_ssize_t n, int top, int64_t *hist) noexcept nogil:
     """Keep n of the m (rows, dist, pc) entries by the selection rule, in place, in list
     order; hist: top + 1 counters of scratch.  Rows must be distinct (the rule takes the
     ties at T by row, whatever order the list is in).  Returns how many are kept (-1:
-    out of memory)."""
+    out of memory).  The passes over the list do not branch on what they read: in a
+    pool of thousands, whether a row is kept is a coin toss the CPU cannot predict."""
     cdef Py_ssize_t i, kept = 0, n_at = 0
-    cdef int64_t below = 0, last_row = INT64_MAX, T
+    cdef int64_t below = 0, last_row = INT64_MAX, T, r
     cdef int64_t *ties
     cdef int v
+    cdef bint keep
     if m <= n:
         return m
     memset(hist, 0, (top + 1) * sizeof(int64_t))
@@ -200,21 +207,21 @@ cdef inline Py_ssize_t _select(int64_t *rows, int32_t *dist, uint64_t *pc, Py_ss
     for v in range(T):
         below += hist[v]
     if below + hist[T] > n:  # more ties at T than places: the lowest rows among them
-        ties = <int64_t *>malloc(hist[T] * sizeof(int64_t))
+        ties = <int64_t *>malloc((hist[T] + 1) * sizeof(int64_t))
         if ties == NULL:
             return -1
         for i in range(m):
-            if dist[i] == T:
-                ties[n_at] = rows[i]
-                n_at += 1
+            ties[n_at] = rows[i]
+            n_at += dist[i] == T
         last_row = _nth_smallest(ties, n_at, n - below - 1)
         free(ties)
     for i in range(m):
-        if dist[i] < T or (dist[i] == T and rows[i] <= last_row):
-            rows[kept] = rows[i]
-            dist[kept] = dist[i]
-            pc[kept] = pc[i]
-            kept += 1
+        r = rows[i]
+        keep = (dist[i] < T) | ((dist[i] == T) & (r <= last_row))
+        rows[kept] = r
+        dist[kept] = dist[i]
+        pc[kept] = pc[i]
+        kept += keep
     return kept
 
 
@@ -360,6 +367,8 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
     cdef int64_t *hist2 = NULL
     cdef uint16_t *lut = NULL
     cdef uint16_t wq
+    cdef uint16_t nib[32]  # the sums over each value of a byte's low nibble, then high
+    cdef int lo
     cdef const uint16_t *tab
     cdef int v, top
     cdef int64_t *rows
@@ -374,7 +383,7 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
     rows = k.rows
     pc = k.pc
     if ok:
-        dist = <int32_t *>malloc((length + 1) * sizeof(int32_t))
+        dist = <int32_t *>malloc((min(length, n1) + 1) * sizeof(int32_t))
         hist2 = <int64_t *>malloc((max(64 * W, WEIGHT_BINS) + 1) * sizeof(int64_t))
         ok = dist != NULL and hist2 != NULL
         if wts != NULL and ok:
@@ -386,31 +395,36 @@ cdef Py_ssize_t _stage_two(_Kept *k, const intptr_t *prefix_segs, int seg_bits, 
         free(hist2)
         free(lut)
         return -1
-    for i in range(length):
+    kept = _select(rows, k.dist8, pc, length, n1, 64, hist2)
+    for i in range(kept):  # kept is -1 when the selection ran out of memory
         dist[i] = k.dist8[i]
-    kept = _select(rows, dist, pc, length, n1, 64, hist2)
     if kept > n2 and (wts != NULL or W > 1):
         total = 0
         if wts != NULL:
             # Weighted Hamming distance: each differing bit b counts the query's
             # |s_b - t_b|, how far the query is from that bit's hyperplane, as an integer
             # weight of 0 .. 255 (floor(w_b * (255 / max w) + 0.5), in double; NaN: 0).  A
-            # table per code byte holds the sum over each of its 256 values (lut[v] =
-            # lut[v without its highest bit] + w[highest bit]; uint16, so the tables stay in
-            # the first-level cache), so a row costs one lookup per byte; the sum is
-            # shifted right until the total weight fits 0 .. WEIGHT_BINS.
+            # table per code byte holds the sum over each of its 256 values (the sum of
+            # its low nibble's bits plus that of its high nibble's; uint16, so the tables
+            # stay in the first-level cache), so a row costs one lookup per byte; the sum
+            # is shifted right until the total weight fits 0 .. WEIGHT_BINS.
             wmax = 0.0
             for w in range(64 * W):
                 if wts[w] > wmax:
                     wmax = wts[w]
             unit = 255.0 / wmax if wmax > 0.0 and wmax < INFINITY else 0.0
             for b in range(8 * W):
-                lut[b * 256] = 0
+                nib[0] = 0
+                nib[16] = 0
                 for top in range(8):
                     wq = <uint16_t>(wts[8 * b + top] * unit + 0.5) if wts[8 * b + top] > 0.0 else 0
                     total += wq
-                    for v in range(1 << top, 2 << top):  # the values whose highest bit is top
-                        lut[b * 256 + v] = lut[b * 256 + v - (1 << top)] + wq
+                    v = top & 3  # the nibble values whose highest bit is this one
+                    for lo in range(1 << v, 2 << v):
+                        nib[16 * (top >> 2) + lo] = nib[16 * (top >> 2) + lo - (1 << v)] + wq
+                for v in range(16):
+                    for lo in range(16):
+                        lut[b * 256 + 16 * v + lo] = nib[16 + v] + nib[lo]
             while (total >> shift) > WEIGHT_BINS:
                 shift += 1
         for i in range(kept):
