@@ -192,17 +192,32 @@ cdef inline Py_ssize_t _select(int64_t *rows, dist_t *dist, uint64_t *pc, Py_ssi
     order; hist: top + 1 counters of scratch.  Rows must be distinct (the rule takes the
     ties at T by row, whatever order the list is in).  Returns how many are kept (-1:
     out of memory).  The passes over the list do not branch on what they read: in a
-    pool of thousands, whether a row is kept is a coin toss the CPU cannot predict."""
+    pool of thousands, whether a row is kept is a coin toss the CPU cannot predict.
+    Prefix distances are counted in four histograms, so that runs of one distance (they
+    bunch around the mean) do not wait on each other's increments."""
     cdef Py_ssize_t i, kept = 0, n_at = 0
     cdef int64_t below = 0, last_row = INT64_MAX, T, r
     cdef int64_t *ties
+    cdef int64_t h4[4 * 65]
     cdef int v
     cdef bint keep
     if m <= n:
         return m
-    memset(hist, 0, (top + 1) * sizeof(int64_t))
-    for i in range(m):
-        hist[dist[i]] += 1
+    if dist_t is uint8_t and top < 65:
+        memset(h4, 0, sizeof(h4))
+        for i in range(0, m - 3, 4):
+            h4[dist[i]] += 1
+            h4[65 + dist[i + 1]] += 1
+            h4[130 + dist[i + 2]] += 1
+            h4[195 + dist[i + 3]] += 1
+        for i in range(m & ~(<Py_ssize_t>3), m):
+            h4[dist[i]] += 1
+        for v in range(top + 1):
+            hist[v] = (h4[v] + h4[65 + v]) + (h4[130 + v] + h4[195 + v])
+    else:
+        memset(hist, 0, (top + 1) * sizeof(int64_t))
+        for i in range(m):
+            hist[dist[i]] += 1
     T = _threshold(hist, top, n)
     for v in range(T):
         below += hist[v]
