@@ -521,12 +521,13 @@ cdef Py_ssize_t _probes(const float *wk, int K, uint64_t qkey, Py_ssize_t P,
     S).  out: room for P entries.  Returns the count (-1: out of memory)."""
     cdef int order[64]
     cdef int m = PROBE_BITS, i, j, b
-    cdef Py_ssize_t n_sub, sub, count = 0
+    cdef Py_ssize_t n_sub, sub, rest, count = 0
     cdef float *score
-    cdef uint32_t *mask
+    cdef uint16_t *bin_of
+    cdef uint32_t mask
     cdef int64_t *hist
     cdef int64_t below = 0, at_t, T
-    cdef float total, scale, x
+    cdef float total = 0.0, scale, x
     while m < PROBE_BITS_MAX and ((<Py_ssize_t>1) << (m - 2)) < P:
         m += 1
     m = min(m, K)
@@ -541,38 +542,42 @@ cdef Py_ssize_t _probes(const float *wk, int K, uint64_t qkey, Py_ssize_t P,
             j -= 1
         order[j] = b
     score = <float *>malloc(n_sub * sizeof(float))
-    mask = <uint32_t *>malloc(n_sub * sizeof(uint32_t))
+    bin_of = <uint16_t *>malloc(n_sub * sizeof(uint16_t))
     hist = <int64_t *>calloc(PROBE_BINS, sizeof(int64_t))
-    if score == NULL or mask == NULL or hist == NULL:
+    if score == NULL or bin_of == NULL or hist == NULL:
         free(score)
-        free(mask)
+        free(bin_of)
         free(hist)
         return -1
-    score[0] = 0.0
-    mask[0] = 0
-    for sub in range(1, n_sub):
-        i = __builtin_ctzll(sub)
-        score[sub] = score[sub & (sub - 1)] + wk[order[i]]
-        mask[sub] = mask[sub & (sub - 1)] | ((<uint32_t>1) << order[i])
-    total = score[n_sub - 1]
+    # A subset's score is that of the subset without its lowest bit, plus that bit's
+    # weight; the whole set's, summed in that same order first, scales every score to
+    # its bin in the same pass.
+    for i in range(m - 1, -1, -1):
+        total = total + wk[order[i]]
     scale = (PROBE_BINS - 1) / total if total > 0.0 else 0.0
     for sub in range(n_sub):
+        score[sub] = score[sub & (sub - 1)] + wk[order[__builtin_ctzll(sub)]] if sub else 0.0
         x = score[sub] * scale
-        score[sub] = x if x < PROBE_BINS - 1 else PROBE_BINS - 1  # NaN: the last bin
-        hist[<int>score[sub]] += 1
+        bin_of[sub] = <uint16_t>(x if x < PROBE_BINS - 1 else PROBE_BINS - 1)  # NaN: last
+        hist[bin_of[sub]] += 1
     T = _threshold(hist, PROBE_BINS - 1, P)
     for i in range(T):
         below += hist[i]
     at_t = P - below
     for sub in range(n_sub):
-        i = <int>score[sub]
+        i = bin_of[sub]
         if i < T or (i == T and at_t > 0):
             if i == T:
                 at_t -= 1
-            out[count] = <uint32_t>(qkey ^ mask[sub])
+            mask = 0
+            rest = sub
+            while rest:
+                mask |= (<uint32_t>1) << order[__builtin_ctzll(rest)]
+                rest &= rest - 1
+            out[count] = <uint32_t>(qkey ^ mask)
             count += 1
     free(score)
-    free(mask)
+    free(bin_of)
     free(hist)
     return count
 
